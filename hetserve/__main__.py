@@ -1,0 +1,3 @@
+from hetserve.cli import entrypoint
+
+entrypoint()

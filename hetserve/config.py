@@ -1,0 +1,238 @@
+"""Pydantic edge models: every input that crosses a boundary (cluster YAML, CLI, `serve run` args).
+
+Inside the package these are converted once into the frozen dataclasses of `records.py`.
+This module must not import ray or vllm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DType = Literal["float32", "bfloat16", "float16", "fp8", "int8", "int4"]
+DTYPE_BYTES: dict[str, float] = {
+    "float32": 4.0,
+    "bfloat16": 2.0,
+    "float16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5,
+}
+
+
+class _Edge(BaseModel):
+    """Base of every edge model: unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(ValueError):
+    """A configuration file or argument was refused; the message names file, field path and value."""
+
+
+class AcceleratorSpec(_Edge):
+    """One accelerator type of the catalog (per device, peak datasheet values)."""
+
+    name: str = Field(
+        description="Type name, spelled exactly as the Ray custom resource that labels it.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    )
+    vendor: str = Field(default="", description="Vendor name (NVIDIA, AMD, Huawei, ...).")
+    memory_gib: float = Field(gt=0, description="Device memory in GiB.")
+    mem_bw_gbps: float = Field(gt=0, description="Peak memory bandwidth, GB/s.")
+    peak_tflops: float = Field(gt=0, description="Dense BF16/FP16 tensor peak, TFLOP/s.")
+    interconnect_gbps: float = Field(
+        default=32.0, gt=0, description="Per-device GPU-to-GPU bandwidth per direction, GB/s."
+    )
+    price_per_hour: float = Field(
+        default=1.0, ge=0, description="Hourly price of one device, USD (indicative; used by cost objective)."
+    )
+    eta_bw: float = Field(
+        default=0.6,
+        gt=0,
+        le=1,
+        description="Achieved fraction of peak bandwidth in decode (fitted from measured data where it exists).",
+    )
+    eta_flops: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Achieved fraction of peak FLOP/s in prefill (fitted from measured data where it exists).",
+    )
+    step_overhead_ms: float = Field(
+        default=3.0, ge=0, description="Fixed per-step overhead of the engine (scheduling, sampling), ms."
+    )
+    source: str = Field(default="", description="Where the numbers came from.")
+
+
+class ModelSpec(_Edge):
+    """Shape of a decoder-only transformer, enough for memory fit and roofline latency."""
+
+    name: str = Field(description="Model name as served (OpenAI `model` field).")
+    num_layers: int = Field(gt=0, description="Transformer layers.")
+    hidden_size: int = Field(gt=0, description="Model (embedding) width.")
+    num_heads: int = Field(gt=0, description="Query attention heads.")
+    num_kv_heads: int = Field(gt=0, description="Key/value heads (GQA); equals num_heads for MHA.")
+    head_dim: int = Field(gt=0, description="Dimension of one attention head.")
+    num_params_b: float = Field(gt=0, description="Parameters in billions.")
+    dtype: DType = Field(default="bfloat16", description="Weight dtype.")
+    kv_dtype: DType | None = Field(default=None, description="KV-cache dtype; default: the weight dtype.")
+    max_model_len: int = Field(default=4096, gt=0, description="Longest sequence (prompt + output) served.")
+    vocab_size: int = Field(default=32000, gt=0, description="Vocabulary size.")
+    hf_path: str | None = Field(
+        default=None, description="Local path of HF weights/tokenizer for the vLLM engine (no hub download)."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelSpec":
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
+            )
+        return self
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.num_params_b * 1e9 * DTYPE_BYTES[self.dtype]
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """K and V for every layer, all devices together."""
+        kv = DTYPE_BYTES[self.kv_dtype or self.dtype]
+        return 2.0 * self.num_layers * self.num_kv_heads * self.head_dim * kv
+
+
+class WorkloadSpec(_Edge):
+    """What the requests look like; means drive the steady-state throughput model."""
+
+    mean_input_tokens: float | None = Field(default=None, gt=0, description="Mean prompt tokens.")
+    mean_output_tokens: float | None = Field(default=None, gt=0, description="Mean generated tokens.")
+    max_request_tokens: int | None = Field(
+        default=None, gt=0, description="Longest request (prompt + output); default: the model's max_model_len."
+    )
+    trace: str | None = Field(
+        default=None,
+        description="Trace file (Azure CSV or Mooncake JSONL); its means are used when the means are not given.",
+    )
+
+    @model_validator(mode="after")
+    def _means_or_trace(self) -> "WorkloadSpec":
+        has_means = self.mean_input_tokens is not None and self.mean_output_tokens is not None
+        if not has_means and self.trace is None:
+            raise ValueError("give mean_input_tokens and mean_output_tokens, or a trace file")
+        return self
+
+
+class SLOSpec(_Edge):
+    """Latency objectives; the throughput model caps the batch so they hold."""
+
+    ttft_ms: float | None = Field(default=None, gt=0, description="Time to first token cap, ms.")
+    tpot_ms: float | None = Field(default=None, gt=0, description="Time per output token cap, ms.")
+
+
+class EngineSettings(_Edge):
+    """Engine knobs that shape memory and batching (same names as vLLM's)."""
+
+    max_num_seqs: int = Field(default=256, ge=1, le=4096, description="Most sequences in one batch.")
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="Fraction of device memory the engine may use."
+    )
+    reserve_gib: float = Field(
+        default=1.5, ge=0, description="Per-device memory kept for activations, CUDA graphs, runtime."
+    )
+    max_num_batched_tokens: int = Field(
+        default=8192, ge=16, description="Most prompt tokens prefilled in one step (chunked prefill budget)."
+    )
+
+
+class NodeOverrides(_Edge):
+    """Per-node changes to the cluster-wide settings."""
+
+    max_num_seqs: int | None = Field(default=None, ge=1, description="Overrides engine.max_num_seqs.")
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1, description="Overrides engine.gpu_memory_utilization."
+    )
+    tp_degrees: list[int] | None = Field(
+        default=None, description="Restrict the TP degrees the planner may use on this node."
+    )
+    num_cpus: int | None = Field(default=None, ge=1, description="Logical CPUs of the Ray node (local clusters).")
+
+
+class NodeSpec(_Edge):
+    """One node (or `num_nodes` identical nodes) with `count` accelerators of one type."""
+
+    name: str = Field(description="Node name (unique in the cluster).", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    accelerator: str = Field(description="Accelerator type name from the catalog.")
+    count: int = Field(ge=1, le=64, description="Accelerators on the node.")
+    num_nodes: int = Field(default=1, ge=1, description="Identical copies of this node (names get -0, -1, ...).")
+    overrides: NodeOverrides = Field(default_factory=NodeOverrides, description="Per-node overrides.")
+
+
+class ModelRef(_Edge):
+    """Either a catalog model name or an inline spec."""
+
+    name: str | None = Field(default=None, description="Catalog model name.")
+    spec: ModelSpec | None = Field(default=None, description="Inline model spec.")
+
+
+class ClusterSpec(_Edge):
+    """A heterogeneous cluster and what it should serve: the input of planner and app builder."""
+
+    name: str = Field(description="Cluster name.")
+    nodes: list[NodeSpec] = Field(min_length=1, description="Nodes of the cluster.")
+    model: str | ModelSpec = Field(description="Catalog model name or inline model spec.")
+    workload: WorkloadSpec = Field(description="Request shape used for planning.")
+    slo: SLOSpec | None = Field(default=None, description="Optional latency objectives.")
+    engine: EngineSettings = Field(default_factory=EngineSettings, description="Engine settings.")
+    accelerators: list[AcceleratorSpec] = Field(
+        default_factory=list, description="Extra or overriding catalog entries for this cluster."
+    )
+
+    @model_validator(mode="after")
+    def _unique_node_names(self) -> "ClusterSpec":
+        seen: set[str] = set()
+        for i, node in enumerate(self.nodes):
+            if node.name in seen:
+                raise ValueError(f"nodes[{i}].name={node.name!r} is used twice")
+            seen.add(node.name)
+        return self
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `source: field.path: message (got value)`; no traceback."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        lines.append(f"{source}: {loc}: {e['msg']} (got {shown})")
+    return "\n".join(lines)
+
+
+def load_yaml(path: str | Path) -> object:
+    """Read YAML, turning I/O and syntax problems into ConfigError naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+
+
+def load_cluster_spec(path: str | Path) -> ClusterSpec:
+    """Load and validate a cluster YAML; every refusal names the file, field path and value."""
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return ClusterSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path))) from None

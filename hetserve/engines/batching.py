@@ -1,0 +1,167 @@
+"""One continuous-batching step, pure: the simulator runs it in virtual time, the emulated engine
+in real time, so the two cannot disagree. No clock, no asyncio, no ray here.
+
+A step is two calls, like vLLM's `schedule()` / `update_from_output()`:
+  plan = batcher.plan_step()        # admit waiting requests, price the step from the latency model
+  ... time passes: plan.step_s (virtual or slept) ...
+  out = batcher.complete_step(plan) # every scheduled sequence gains one token; finished ones leave
+
+KV accounting follows vLLM's: a sequence holds (prompt + generated) tokens of KV; admission needs
+room for its prompt plus one token, and when decoding would overflow the cache the most recently
+admitted sequence is preempted (recompute: its KV is freed and it waits again at the front of the
+queue, to be re-prefilled with prompt + generated tokens).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from hetserve.records import LatencyCoeffs
+
+__all__ = ["Sequence", "StepPlan", "StepResult", "ContinuousBatcher"]
+
+
+@dataclass(slots=True, eq=False)
+class Sequence:
+    """One request inside an engine. `num_target_tokens` is when it stops (EOS or max_tokens)."""
+
+    request_id: str
+    num_prompt_tokens: int
+    num_target_tokens: int
+    arrival_s: float = 0.0
+    num_output_tokens: int = 0
+    first_token_s: float | None = None
+    finish_s: float | None = None
+    num_preemptions: int = 0
+    _needs_prefill: bool = True
+
+    @property
+    def num_kv_tokens(self) -> int:
+        return self.num_prompt_tokens + self.num_output_tokens
+
+    @property
+    def done(self) -> bool:
+        return self.num_output_tokens >= self.num_target_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """What one step will run and how long it takes (seconds of accelerator time)."""
+
+    scheduled: tuple[Sequence, ...]
+    num_prefill_tokens: int
+    num_decode_seqs: int
+    num_context_tokens: int
+    step_s: float
+    preempted: tuple[Sequence, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    emitted: tuple[Sequence, ...]  # gained one token this step
+    finished: tuple[Sequence, ...]
+
+
+@dataclass
+class ContinuousBatcher:
+    """Waiting queue, running set and KV budget of one instance."""
+
+    coeffs: LatencyCoeffs
+    kv_capacity_tokens: int
+    max_num_seqs: int
+    max_num_batched_tokens: int = 8192
+    waiting: deque[Sequence] = field(default_factory=deque)
+    running: list[Sequence] = field(default_factory=list)
+    kv_used_tokens: int = 0
+    num_preemptions: int = 0
+
+    def add(self, seq: Sequence) -> None:
+        if seq.num_prompt_tokens + 1 > self.kv_capacity_tokens:
+            raise ValueError(
+                f"request {seq.request_id}: prompt of {seq.num_prompt_tokens} tokens exceeds the "
+                f"KV cache of {self.kv_capacity_tokens} tokens"
+            )
+        self.waiting.append(seq)
+
+    def abort(self, request_id: str) -> Sequence | None:
+        for seq in self.running:
+            if seq.request_id == request_id:
+                self.running.remove(seq)
+                self.kv_used_tokens -= seq.num_kv_tokens
+                return seq
+        for seq in self.waiting:
+            if seq.request_id == request_id:
+                self.waiting.remove(seq)
+                return seq
+        return None
+
+    @property
+    def idle(self) -> bool:
+        return not self.waiting and not self.running
+
+    def _admit(self) -> int:
+        """Move waiting sequences into the batch in FIFO order; returns prompt tokens to prefill."""
+        budget = self.max_num_batched_tokens
+        num_prefill = 0
+        while self.waiting and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[0]
+            need = seq.num_kv_tokens  # a preempted sequence re-prefills what it had generated
+            # A prompt longer than the step budget still runs, alone, so it cannot starve.
+            if num_prefill and num_prefill + need > budget:
+                break
+            if self.kv_used_tokens + need + 1 > self.kv_capacity_tokens:
+                break
+            self.waiting.popleft()
+            seq._needs_prefill = True
+            self.running.append(seq)
+            self.kv_used_tokens += need
+            num_prefill += need
+        return num_prefill
+
+    def _make_room(self) -> list[Sequence]:
+        """Every running sequence grows by one token this step; preempt newest-first until it fits."""
+        preempted = []
+        while self.running and self.kv_used_tokens + len(self.running) > self.kv_capacity_tokens:
+            victim = self.running.pop()
+            self.kv_used_tokens -= victim.num_kv_tokens
+            victim.num_preemptions += 1
+            self.num_preemptions += 1
+            self.waiting.appendleft(victim)
+            preempted.append(victim)
+        return preempted
+
+    def plan_step(self) -> StepPlan | None:
+        """Admit, then price the step: prefill of the newly admitted tokens, then one decode step
+        over the whole batch. None when there is nothing to run."""
+        self._admit()
+        preempted = self._make_room()
+        if not self.running:
+            return None
+        num_prefill = sum(s.num_kv_tokens for s in self.running if s._needs_prefill)
+        num_decode = len(self.running)
+        num_ctx = sum(s.num_kv_tokens for s in self.running)
+        step_s = self.coeffs.prefill_s(num_prefill) + self.coeffs.decode_s(num_decode, num_ctx)
+        return StepPlan(tuple(self.running), num_prefill, num_decode, num_ctx, step_s, tuple(preempted))
+
+    def complete_step(self, plan: StepPlan, now_s: float = 0.0) -> StepResult:
+        """Advance every sequence the plan scheduled (and that was not aborted meanwhile)."""
+        emitted, finished = [], []
+        live = set(map(id, self.running))
+        for seq in plan.scheduled:
+            if id(seq) not in live:
+                continue  # aborted during the step
+            seq._needs_prefill = False
+            seq.num_output_tokens += 1
+            self.kv_used_tokens += 1
+            if seq.first_token_s is None:
+                seq.first_token_s = now_s
+            emitted.append(seq)
+            if seq.done:
+                seq.finish_s = now_s
+                finished.append(seq)
+        if finished:
+            gone = set(map(id, finished))
+            self.running = [s for s in self.running if id(s) not in gone]
+            self.kv_used_tokens -= sum(s.num_kv_tokens for s in finished)
+        return StepResult(tuple(emitted), tuple(finished))

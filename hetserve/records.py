@@ -1,0 +1,182 @@
+"""Frozen dataclasses used inside hetserve once the edge models have been validated.
+
+Plain Python only (no ray, no vllm): the planner, simulator and live router all share these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyCoeffs:
+    """Step-time model of one (model, accelerator type, TP) in seconds.
+
+    prefill of N prompt tokens:       T_p(N)   = a_p*N + q_p*N**2 + b_p
+    one decode step, B seqs, S ctx:   T_d(B,S) = a_d*B + c_d*S + b_d
+    """
+
+    a_p: float
+    b_p: float
+    a_d: float
+    c_d: float
+    b_d: float
+    q_p: float = 0.0
+
+    def prefill_s(self, num_tokens: float) -> float:
+        if num_tokens <= 0:
+            return 0.0
+        return self.a_p * num_tokens + self.q_p * num_tokens * num_tokens + self.b_p
+
+    def decode_s(self, num_seqs: float, num_context_tokens: float) -> float:
+        if num_seqs <= 0:
+            return 0.0
+        return self.a_d * num_seqs + self.c_d * num_context_tokens + self.b_d
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyProfile:
+    """Fitted coefficients with their provenance (which data, how many rows, held-out error)."""
+
+    model: str
+    accelerator: str
+    tp: int
+    coeffs: LatencyCoeffs
+    source: str
+    engine: str = "vllm"
+    num_samples: int = 0
+    prefill_mape: float | None = None
+    decode_mape: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LatencyProfile":
+        d = dict(d)
+        d["coeffs"] = LatencyCoeffs(**d["coeffs"])
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One concrete node after expanding `num_nodes` and applying overrides."""
+
+    name: str
+    accelerator: str
+    count: int
+    max_num_seqs: int
+    gpu_memory_utilization: float
+    tp_degrees: tuple[int, ...] | None = None
+    num_cpus: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceConfig:
+    """A configuration: accelerator type x TP x engine settings. One Serve deployment each."""
+
+    accelerator: str
+    tp: int
+    max_num_seqs: int
+    gpu_memory_utilization: float
+
+    @property
+    def deployment_name(self) -> str:
+        name = f"{self.accelerator}-tp{self.tp}"
+        return name.replace(".", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePrediction:
+    """What the throughput model predicts for one instance of a configuration on a workload."""
+
+    feasible: bool
+    reason: str
+    kv_capacity_tokens: int
+    batch_size: int
+    output_tokens_per_s: float
+    requests_per_s: float
+    total_tokens_per_s: float
+    ttft_s: float
+    tpot_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentPlan:
+    """One chosen configuration: its replicas and where they go."""
+
+    config: InstanceConfig
+    node_names: tuple[str, ...]  # one entry per instance (a node repeats when it hosts several)
+    prediction: InstancePrediction
+
+    @property
+    def num_instances(self) -> int:
+        return len(self.node_names)
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        return self.num_instances * self.prediction.output_tokens_per_s
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The planner's answer: deployments, the predicted total, and the runners-up with why they lost."""
+
+    cluster: str
+    model: str
+    objective: str
+    deployments: tuple[DeploymentPlan, ...]
+    runners_up: tuple["RunnerUp", ...] = field(default=())
+    infeasible: tuple[str, ...] = field(default=())  # nodes left idle and why
+    price_per_hour: float = 0.0  # accelerators used x their catalog price
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        return sum(d.output_tokens_per_s for d in self.deployments)
+
+    @property
+    def requests_per_s(self) -> float:
+        return sum(d.num_instances * d.prediction.requests_per_s for d in self.deployments)
+
+    @property
+    def num_accelerators(self) -> int:
+        return sum(d.config.tp * d.num_instances for d in self.deployments)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerUp:
+    """A plan that lost, with its total and the reason."""
+
+    description: str
+    output_tokens_per_s: float
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What a router knows about a request when it must place it (never its true output length)."""
+
+    request_id: str
+    num_prompt_tokens: int
+    max_tokens: int
+    arrival_s: float = 0.0
+
+
+@dataclass(slots=True)
+class InstanceStats:
+    """What an instance reports about itself (engine-measured), for routing and dashboards."""
+
+    num_running: int = 0
+    num_waiting: int = 0
+    kv_used_tokens: int = 0
+    kv_capacity_tokens: int = 0
+    output_tokens_per_s: float = 0.0  # measured over a recent window
+    total_output_tokens: int = 0
+    healthy: bool = True
+
+    @property
+    def kv_usage(self) -> float:
+        return self.kv_used_tokens / self.kv_capacity_tokens if self.kv_capacity_tokens else 0.0

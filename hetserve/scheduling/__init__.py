@@ -1,0 +1,1 @@
+"""Scheduling policies (plain Python, no ray) shared by the simulator and the live router."""

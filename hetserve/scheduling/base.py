@@ -1,0 +1,101 @@
+"""The scheduling-policy interface and its registry by name. No ray import, no clock.
+
+A policy gets the request, a view of every instance and the current time, and returns the id of
+the instance that should serve it. The simulator and the live router call the same objects.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+
+from hetserve.records import RequestInfo
+
+__all__ = ["InstanceView", "SchedulingPolicy", "make_policy", "policy_names", "NoInstanceError"]
+
+
+class NoInstanceError(RuntimeError):
+    """No healthy instance can take the request (all down, or none whose KV cache holds it)."""
+
+
+@dataclass(slots=True)
+class InstanceView:
+    """What a policy may know of one instance (one engine; one Serve replica).
+
+    capacity_tokens_per_s: C, seeded from the plan's prediction, then an EWMA of what the
+        instance measurably delivers (output tokens/s).
+    outstanding_tokens: Q, work in flight (prefill + estimated decode tokens not yet done),
+        in output-token equivalents.
+    """
+
+    instance_id: str
+    deployment: str
+    accelerator: str
+    capacity_tokens_per_s: float
+    kv_capacity_tokens: int
+    outstanding_tokens: float = 0.0
+    num_outstanding: int = 0
+    kv_used_tokens: int = 0
+    healthy: bool = True
+
+    def can_hold(self, request: RequestInfo) -> bool:
+        """KV filter: the request's prompt plus its max output must fit in an empty cache."""
+        return request.num_prompt_tokens + request.max_tokens <= self.kv_capacity_tokens or (
+            request.num_prompt_tokens + 1 <= self.kv_capacity_tokens
+        )
+
+
+class SchedulingPolicy(abc.ABC):
+    """Base of every policy. Subclasses register with `class X(SchedulingPolicy, name="x")`."""
+
+    name: ClassVar[str]
+    _registry: ClassVar[dict[str, type["SchedulingPolicy"]]] = {}
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if name is None:
+            return  # abstract intermediate class
+        if name in SchedulingPolicy._registry:
+            raise TypeError(f"scheduling policy {name!r} registered twice")
+        cls.name = name
+        SchedulingPolicy._registry[name] = cls
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+
+    def select(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
+        """Filter healthy instances that can hold the request, then ask the policy."""
+        eligible = [v for v in instances if v.healthy and v.can_hold(request)]
+        if not eligible:
+            raise NoInstanceError(
+                f"no healthy instance can hold request {request.request_id} "
+                f"({request.num_prompt_tokens} prompt + {request.max_tokens} max tokens; "
+                f"{sum(v.healthy for v in instances)}/{len(instances)} healthy)"
+            )
+        return self.choose(request, eligible, now_s)
+
+    @abc.abstractmethod
+    def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
+        """Return the instance_id to serve `request`; `instances` is non-empty and all eligible."""
+
+    def on_dispatch(self, request: RequestInfo, instance_id: str, now_s: float) -> None:
+        """Called after the request was sent to `instance_id`."""
+
+    def on_complete(self, request_id: str, instance_id: str, now_s: float) -> None:
+        """Called when the request finished or failed on `instance_id`."""
+
+
+def policy_names() -> list[str]:
+    import hetserve.scheduling.policies  # noqa: F401  (registers the built-in policies)
+
+    return sorted(SchedulingPolicy._registry)
+
+
+def make_policy(name: str, seed: int = 0) -> SchedulingPolicy:
+    names = policy_names()
+    if name not in SchedulingPolicy._registry:
+        raise ValueError(f"unknown scheduling policy {name!r}; known: {', '.join(names)}")
+    return SchedulingPolicy._registry[name](seed=seed)
