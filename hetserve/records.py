@@ -108,6 +108,9 @@ class DeploymentPlan:
     config: InstanceConfig
     node_names: tuple[str, ...]  # one entry per instance (a node repeats when it hosts several)
     prediction: InstancePrediction
+    # Serve deployment name; the planner sets it unique per plan (config.deployment_name, plus the
+    # engine settings when two configurations share accelerator and TP).
+    name: str = ""
 
     @property
     def num_instances(self) -> int:
@@ -153,6 +156,7 @@ class RunnerUp:
     description: str
     output_tokens_per_s: float
     why: str
+    price_per_hour: float = 0.0  # set for cost-objective alternatives
 
 
 @dataclass(frozen=True, slots=True)
