@@ -14,7 +14,24 @@ import numpy as np
 
 from hetserve.records import RequestInfo
 
-__all__ = ["InstanceView", "SchedulingPolicy", "make_policy", "policy_names", "NoInstanceError"]
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "DEFAULT_PREFILL_WEIGHT",
+    "InstanceView",
+    "NoInstanceError",
+    "SchedulingPolicy",
+    "estimate_work",
+    "make_policy",
+    "policy_names",
+]
+
+# Output length assumed before any request has finished (tokens).
+DEFAULT_OUTPUT_TOKENS = 256
+# Cost of one prefill token in decode-token equivalents. A decode step of B sequences costs about
+# (a_d*B + c_d*S + b_d) and yields B tokens, a prefill token costs a_p: with the fitted and roofline
+# coefficients of 7B-70B models at their planned batch sizes the ratio a_p*B / T_d sits near 0.1-0.3
+# on GPUs. Only the relative size of requests depends on it (C and Q share one unit).
+DEFAULT_PREFILL_WEIGHT = 0.2
 
 
 class NoInstanceError(RuntimeError):
@@ -26,9 +43,13 @@ class InstanceView:
     """What a policy may know of one instance (one engine; one Serve replica).
 
     capacity_tokens_per_s: C, seeded from the plan's prediction, then an EWMA of what the
-        instance measurably delivers (output tokens/s).
+        instance measurably delivers when saturated (output tokens/s).
     outstanding_tokens: Q, work in flight (prefill + estimated decode tokens not yet done),
-        in output-token equivalents.
+        in output-token equivalents (a prompt token counts `prefill_weight`).
+    predicted_tokens_per_s: the plan's static prediction (0: unknown, use C); weighted round
+        robin uses it so that its weights never move.
+    prefill_weight, mean_output_tokens: the units of Q, so that a policy prices a new request
+        exactly as the load tracker does (see `estimate_work`).
     """
 
     instance_id: str
@@ -40,6 +61,9 @@ class InstanceView:
     num_outstanding: int = 0
     kv_used_tokens: int = 0
     healthy: bool = True
+    predicted_tokens_per_s: float = 0.0
+    prefill_weight: float = DEFAULT_PREFILL_WEIGHT
+    mean_output_tokens: float = DEFAULT_OUTPUT_TOKENS
 
     def can_hold(self, request: RequestInfo) -> bool:
         """KV filter: the request's prompt plus its max output must fit in an empty cache."""
@@ -47,9 +71,23 @@ class InstanceView:
             request.num_prompt_tokens + 1 <= self.kv_capacity_tokens
         )
 
+    @property
+    def kv_free_tokens(self) -> int:
+        return max(0, self.kv_capacity_tokens - self.kv_used_tokens)
+
+
+def estimate_work(request: RequestInfo, prefill_weight: float, mean_output_tokens: float) -> float:
+    """Work w of a request in output-token equivalents, without its true output length:
+    w = prefill_weight * prompt + min(max_tokens, mean observed output)."""
+    return prefill_weight * request.num_prompt_tokens + min(float(request.max_tokens), mean_output_tokens)
+
 
 class SchedulingPolicy(abc.ABC):
-    """Base of every policy. Subclasses register with `class X(SchedulingPolicy, name="x")`."""
+    """Base of every policy. Subclasses register with `class X(SchedulingPolicy, name="x")`.
+
+    A policy never reads a clock (the time is passed in) and draws randomness only from its own
+    generator seeded at construction, so the same seed and inputs give the same choices.
+    """
 
     name: ClassVar[str]
     _registry: ClassVar[dict[str, type["SchedulingPolicy"]]] = {}

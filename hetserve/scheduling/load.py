@@ -1,0 +1,213 @@
+"""Per-instance load view (Q, C, KV) for the policies; the simulator and the live router both drive it.
+
+Plain Python: no ray import and no clock (every call gets `now_s`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hetserve.records import InstanceStats, RequestInfo
+from hetserve.scheduling.base import DEFAULT_PREFILL_WEIGHT, InstanceView, estimate_work
+
+__all__ = ["LoadTracker"]
+
+# An instance counts as saturated when its KV cache is at least this full (vLLM preempts near 100%).
+SATURATED_KV_USAGE = 0.9
+# Measured capacity never falls below this fraction of the plan's seed: one odd window (all
+# prefill, a stalled engine) must not make an instance look dead for the next minutes.
+MIN_CAPACITY_FRACTION = 0.05
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One dispatched request: its remaining work is prefill (until the first token) plus the
+    estimated output not yet streamed."""
+
+    instance_id: str
+    dispatch_s: float
+    max_tokens: int
+    prefill_work: float
+    est_output_tokens: float
+    num_streamed: int = 0
+    remaining: float = 0.0
+
+    def recompute(self) -> float:
+        """Remaining work in output-token equivalents.
+
+        Once a request has streamed past its estimate, the estimate doubles (capped at
+        max_tokens): output lengths are heavy-tailed, and a request that has run long is likely
+        to run about as long again.
+        """
+        if self.num_streamed > 0:
+            self.prefill_work = 0.0
+        while self.num_streamed >= self.est_output_tokens and self.est_output_tokens < self.max_tokens:
+            self.est_output_tokens = min(float(self.max_tokens), 2.0 * max(self.est_output_tokens, 1.0))
+        self.remaining = self.prefill_work + max(0.0, self.est_output_tokens - self.num_streamed)
+        return self.remaining
+
+
+@dataclass(slots=True)
+class _Instance:
+    view: InstanceView
+    seed_tokens_per_s: float
+    tracked_tokens: float = 0.0  # sum of the flights' remaining work
+    num_tracked: int = 0
+    external_tokens: float = 0.0  # work the engine has that this tracker did not dispatch
+    num_external: int = 0
+    was_saturated: bool = False
+
+
+class LoadTracker:
+    """Per-instance load view Q, C, KV for the policies; the simulator and the live router both drive it.
+
+    Q (outstanding work, output-token equivalents): dispatch adds w = prefill_weight*prompt +
+    min(max_tokens, EWMA of observed output lengths); the first streamed token removes the prefill
+    part, every streamed token one unit of output, completion the rest.
+
+    C (capacity, output tokens/s): seeded from the plan's prediction. An idle instance delivers 0
+    tokens/s and must not look slow, so C moves only on windows where the instance was saturated:
+    `reconcile` blends the engine-measured output tokens/s into C (EWMA, `ewma_alpha`) only when
+    this report and the previous one both show it saturated (waiting requests, or KV usage
+    >= 90%), i.e. when it was delivering all it can for the whole window between them.
+
+    Drift: `reconcile` compares the engine's running+waiting count with the requests this tracker
+    believes are in flight there. Fewer on the engine: the oldest flights dispatched before the
+    previous report are forgotten (their completion was lost). More on the engine: work this
+    tracker did not dispatch (another router replica) is counted at the mean work per request.
+    KV usage in the view is the engine's last report.
+    """
+
+    def __init__(self, ewma_alpha: float = 0.2, default_output_tokens: int = 256,
+                 prefill_weight: float | None = None, output_ewma_alpha: float = 0.05):
+        if not 0.0 < ewma_alpha <= 1.0 or not 0.0 < output_ewma_alpha <= 1.0:
+            raise ValueError(f"EWMA weights must lie in (0, 1] (got {ewma_alpha}, {output_ewma_alpha})")
+        self.ewma_alpha = ewma_alpha
+        self.output_ewma_alpha = output_ewma_alpha
+        self.prefill_weight = DEFAULT_PREFILL_WEIGHT if prefill_weight is None else float(prefill_weight)
+        self.mean_output_tokens = float(default_output_tokens)
+        self._mean_work = self.prefill_weight * 1024 + self.mean_output_tokens  # refined by dispatches
+        self._instances: dict[str, _Instance] = {}
+        self._order: list[_Instance] = []  # sorted by instance_id
+        self._flights: dict[str, _Flight] = {}
+        self._last_reconcile_s: dict[str, float] = {}
+
+    # ---- instances -------------------------------------------------------------------------
+    def add_instance(self, instance_id: str, deployment: str, accelerator: str,
+                     predicted_tokens_per_s: float, kv_capacity_tokens: int) -> None:
+        if predicted_tokens_per_s <= 0:
+            raise ValueError(f"instance {instance_id}: predicted_tokens_per_s must be > 0 "
+                             f"(got {predicted_tokens_per_s})")
+        if instance_id in self._instances:
+            raise ValueError(f"instance {instance_id} added twice")
+        view = InstanceView(instance_id, deployment, accelerator, float(predicted_tokens_per_s),
+                            int(kv_capacity_tokens), predicted_tokens_per_s=float(predicted_tokens_per_s),
+                            prefill_weight=self.prefill_weight, mean_output_tokens=self.mean_output_tokens)
+        self._instances[instance_id] = _Instance(view, float(predicted_tokens_per_s))
+        self._order = [self._instances[i] for i in sorted(self._instances)]
+
+    def remove_instance(self, instance_id: str) -> None:
+        """Forget the instance and the requests in flight there (the router fails or retries them)."""
+        self._instances.pop(instance_id, None)
+        self._order = [self._instances[i] for i in sorted(self._instances)]
+        self._last_reconcile_s.pop(instance_id, None)
+        for rid in [r for r, f in self._flights.items() if f.instance_id == instance_id]:
+            del self._flights[rid]
+
+    def set_healthy(self, instance_id: str, healthy: bool) -> None:
+        self._get(instance_id).view.healthy = healthy
+
+    def views(self) -> list[InstanceView]:
+        """One view per instance, sorted by instance_id; the objects are live (do not keep them)."""
+        out = []
+        for inst in self._order:
+            v = inst.view
+            v.outstanding_tokens = inst.tracked_tokens + inst.external_tokens
+            v.num_outstanding = inst.num_tracked + inst.num_external
+            v.mean_output_tokens = self.mean_output_tokens
+            out.append(v)
+        return out
+
+    def view(self, instance_id: str) -> InstanceView:
+        return next(v for v in self.views() if v.instance_id == instance_id)
+
+    # ---- requests --------------------------------------------------------------------------
+    def work_estimate(self, request: RequestInfo) -> float:
+        """Prefill tokens weighted + estimated output = min(max_tokens, EWMA of observed output lengths)."""
+        return estimate_work(request, self.prefill_weight, self.mean_output_tokens)
+
+    def on_dispatch(self, request: RequestInfo, instance_id: str, now_s: float) -> None:
+        inst = self._get(instance_id)
+        if request.request_id in self._flights:
+            raise ValueError(f"request {request.request_id} dispatched twice")
+        flight = _Flight(instance_id, now_s, request.max_tokens,
+                         self.prefill_weight * request.num_prompt_tokens,
+                         min(float(request.max_tokens), self.mean_output_tokens))
+        w = flight.recompute()
+        self._flights[request.request_id] = flight
+        inst.tracked_tokens += w
+        inst.num_tracked += 1
+        self._mean_work += 0.05 * (w - self._mean_work)
+
+    def on_tokens(self, request_id: str, num_tokens: int, now_s: float) -> None:
+        """`num_tokens` more output tokens streamed for the request (unknown ids are ignored:
+        the request may have been forgotten by `reconcile` or its instance removed)."""
+        flight = self._flights.get(request_id)
+        if flight is None or num_tokens <= 0:
+            return
+        before = flight.remaining
+        flight.num_streamed += num_tokens
+        inst = self._instances[flight.instance_id]
+        inst.tracked_tokens += flight.recompute() - before
+
+    def on_complete(self, request_id: str, now_s: float) -> None:
+        """Finished, aborted or failed: its remaining work leaves Q; a request that streamed output
+        updates the EWMA of output lengths."""
+        flight = self._flights.pop(request_id, None)
+        if flight is None:
+            return
+        inst = self._instances.get(flight.instance_id)
+        if inst is not None:
+            inst.tracked_tokens = max(0.0, inst.tracked_tokens - flight.remaining)
+            inst.num_tracked -= 1
+            if inst.num_tracked == 0:
+                inst.tracked_tokens = 0.0  # no float residue on an idle instance
+        if flight.num_streamed > 0:
+            self.mean_output_tokens += self.output_ewma_alpha * (flight.num_streamed - self.mean_output_tokens)
+
+    # ---- engine reports --------------------------------------------------------------------
+    def reconcile(self, instance_id: str, stats: InstanceStats, now_s: float) -> None:
+        """Fold in what the engine measured: KV usage, drift of the in-flight count, and C."""
+        inst = self._get(instance_id)
+        v = inst.view
+        prev_s = self._last_reconcile_s.get(instance_id)
+        self._last_reconcile_s[instance_id] = now_s
+        v.kv_used_tokens = int(stats.kv_used_tokens)
+        if stats.kv_capacity_tokens > 0:
+            v.kv_capacity_tokens = int(stats.kv_capacity_tokens)
+        if not stats.healthy:
+            v.healthy = False
+
+        on_engine = stats.num_running + stats.num_waiting
+        if on_engine < inst.num_tracked and prev_s is not None:
+            # Requests dispatched before the previous report have reached the engine by now;
+            # if the engine holds fewer than we track, the oldest of them are done.
+            stale = sorted((f.dispatch_s, rid) for rid, f in self._flights.items()
+                           if f.instance_id == instance_id and f.dispatch_s < prev_s)
+            for _, rid in stale[: inst.num_tracked - on_engine]:
+                self.on_complete(rid, now_s)
+        inst.num_external = max(0, on_engine - inst.num_tracked)
+        inst.external_tokens = inst.num_external * self._mean_work
+
+        saturated = stats.num_waiting > 0 or stats.kv_usage >= SATURATED_KV_USAGE
+        if saturated and inst.was_saturated and stats.output_tokens_per_s > 0:
+            a = self.ewma_alpha
+            measured = max(stats.output_tokens_per_s, MIN_CAPACITY_FRACTION * inst.seed_tokens_per_s)
+            v.capacity_tokens_per_s = (1.0 - a) * v.capacity_tokens_per_s + a * measured
+        inst.was_saturated = saturated
+
+    def _get(self, instance_id: str) -> _Instance:
+        try:
+            return self._instances[instance_id]
+        except KeyError:
+            raise KeyError(f"unknown instance {instance_id!r}; known: {', '.join(sorted(self._instances))}") from None

@@ -1,0 +1,134 @@
+"""The built-in scheduling policies, registered by name. Plain Python: no ray import, no clock.
+
+`hetero` is hetserve's heterogeneity-aware policy; the others are the baselines it is measured
+against. Each class docstring gives its rule.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from hetserve.records import RequestInfo
+from hetserve.scheduling.base import InstanceView, SchedulingPolicy, estimate_work
+
+__all__ = [
+    "HeteroPolicy",
+    "LeastRequestsPolicy",
+    "PowerOfTwoPolicy",
+    "RandomPolicy",
+    "RoundRobinPolicy",
+    "WeightedRoundRobinPolicy",
+]
+
+# Scores within this relative distance of the best are ties (float noise, identical idle instances).
+_TIE_RTOL = 1e-9
+
+
+class HeteroPolicy(SchedulingPolicy, name="hetero"):
+    """Capacity-normalised least outstanding work, KV-aware.
+
+        w       = prefill_weight * prompt + min(max_tokens, mean observed output)    (estimate_work)
+        score_i = (Q_i + w) / C_i * (1 + shortage_i / K_i)
+        shortage_i = max(0, prompt + min(max_tokens, mean output) - free KV_i)
+
+    (Q_i + w) / C_i is when instance i would finish this request if it drained its work at its
+    measured rate C_i (output tokens/s, see LoadTracker); the KV factor charges instances whose
+    cache cannot take the request now (it would wait for others to finish). Instances whose KV
+    cannot hold the request at all were filtered out by `select`. Ties (e.g. identical idle
+    instances) are broken by the seeded generator.
+    Failure mode: C_i comes from the plan until the instance has been saturated once; a plan far
+    off the real speed misroutes until then.
+    """
+
+    def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
+        scores = []
+        for v in instances:
+            w = estimate_work(request, v.prefill_weight, v.mean_output_tokens)
+            need = request.num_prompt_tokens + min(float(request.max_tokens), v.mean_output_tokens)
+            shortage = max(0.0, need - v.kv_free_tokens)
+            kv_factor = 1.0 + shortage / v.kv_capacity_tokens if v.kv_capacity_tokens > 0 else 1.0
+            scores.append((v.outstanding_tokens + w) / max(v.capacity_tokens_per_s, 1e-9) * kv_factor)
+        return _pick_min(self, instances, scores)
+
+
+class RoundRobinPolicy(SchedulingPolicy, name="round_robin"):
+    """The paper's baseline: instances in instance_id order, one request each, cyclically
+    (the next eligible id after the previous choice)."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self._last: str | None = None
+
+    def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
+        ids = sorted(v.instance_id for v in instances)
+        nxt = ids[0]
+        if self._last is not None:
+            for iid in ids:
+                if iid > self._last:
+                    nxt = iid
+                    break
+        self._last = nxt
+        return nxt
+
+
+class RandomPolicy(SchedulingPolicy, name="random"):
+    """Uniformly random eligible instance (seeded)."""
+
+    def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
+        return instances[int(self.rng.integers(len(instances)))].instance_id
+
+
+class LeastRequestsPolicy(SchedulingPolicy, name="least_requests"):
+    """Least outstanding requests: argmin of num_outstanding, ties broken by the seeded generator.
+    Blind to speed: a fast and a slow instance with 3 requests each look the same."""
+
+    def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
+        return _pick_min(self, instances, [float(v.num_outstanding) for v in instances])
+
+
+class PowerOfTwoPolicy(SchedulingPolicy, name="pow2"):
+    """Power of two choices (Ray Serve's default router): sample two distinct instances with the
+    seeded generator and take the one with fewer outstanding requests (the first sampled on a tie)."""
+
+    def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
+        if len(instances) == 1:
+            return instances[0].instance_id
+        i, j = self.rng.choice(len(instances), size=2, replace=False)
+        a, b = instances[int(i)], instances[int(j)]
+        return b.instance_id if b.num_outstanding < a.num_outstanding else a.instance_id
+
+
+class WeightedRoundRobinPolicy(SchedulingPolicy, name="weighted_round_robin"):
+    """Static throughput-weighted round robin, smooth (nginx) variant.
+
+    Weights are the plan's predicted tokens/s per instance (never the measured C). Each choice adds
+    every eligible instance's weight to its running credit, picks the highest credit (first in
+    instance_id order on a tie) and takes the eligible total off the winner, so over any window
+    instance i gets weight_i / sum(weights) of the requests, spread evenly rather than in bursts.
+    """
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self._credit: dict[str, float] = {}
+
+    def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
+        total = 0.0
+        best, best_credit = "", float("-inf")
+        for v in sorted(instances, key=lambda x: x.instance_id):
+            weight = v.predicted_tokens_per_s or v.capacity_tokens_per_s
+            total += weight
+            credit = self._credit.get(v.instance_id, 0.0) + weight
+            self._credit[v.instance_id] = credit
+            if credit > best_credit:
+                best, best_credit = v.instance_id, credit
+        self._credit[best] -= total
+        return best
+
+
+def _pick_min(policy: SchedulingPolicy, instances: Sequence[InstanceView], scores: list[float]) -> str:
+    """The lowest score; near-equal scores are ties drawn with the policy's seeded generator."""
+    best = min(scores)
+    tied = [i for i, s in enumerate(scores) if s <= best + _TIE_RTOL * abs(best)]
+    if len(tied) == 1:
+        return instances[tied[0]].instance_id
+    return instances[tied[int(policy.rng.integers(len(tied)))]].instance_id
