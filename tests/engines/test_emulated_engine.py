@@ -1,0 +1,231 @@
+"""The emulated engine: throughput emerges from the batching loop, paced by the latency model.
+
+Plain asyncio, no Ray. Step times are short (time_scale < 1) so each test takes well under a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from hetserve.catalog import default_catalog
+from hetserve.engines import EngineSpec, create_engine
+from hetserve.engines.base import EngineDeadError, EngineError, GenerateRequest, RequestTooLongError
+from hetserve.engines.emulated import EmulatedEngine
+from hetserve.model import LatencyModel, Workload, predict_instance
+from hetserve.records import LatencyCoeffs
+
+# A 10 ms decode step whatever the batch, no prefill cost: throughput = batch / 10 ms exactly.
+FLAT_STEP = LatencyCoeffs(a_p=0.0, b_p=0.0, a_d=0.0, c_d=0.0, b_d=0.010)
+
+
+def make_engine(**kw) -> EmulatedEngine:
+    args = dict(coeffs=FLAT_STEP, kv_capacity_tokens=100_000, max_num_seqs=8, max_model_len=4096)
+    args.update(kw)
+    return EmulatedEngine(**args)
+
+
+async def drain(engine, request: GenerateRequest):
+    chunks = [c async for c in engine.generate(request)]
+    return chunks
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_output_is_max_tokens_of_deterministic_text():
+    """Emulation ignores EOS: exactly max_tokens tokens; the same prompt gives the same text."""
+
+    async def main():
+        engine = make_engine(time_scale=0.1)
+        await engine.start()
+        a = await drain(engine, GenerateRequest("a", 12, prompt="hello world"))
+        b = await drain(engine, GenerateRequest("b", 12, prompt="hello world"))
+        c = await drain(engine, GenerateRequest("c", 12, prompt="something else"))
+        await engine.shutdown()
+        return a, b, c
+
+    a, b, c = run(main())
+    assert a[-1].num_output_tokens == 12 and a[-1].finish_reason == "length"
+    assert all(ch.finish_reason is None for ch in a[:-1])
+    assert sum(len(ch.token_ids) for ch in a) == 12
+    text_a = "".join(ch.text for ch in a)
+    assert len(text_a.split()) == 12
+    assert text_a == "".join(ch.text for ch in b)
+    assert text_a != "".join(ch.text for ch in c)
+
+
+def test_token_id_prompt_counts_its_tokens():
+    """A token-id prompt costs len(ids) prompt tokens; a text prompt the 4-chars rule."""
+
+    async def main():
+        engine = make_engine(time_scale=0.1)
+        await engine.start()
+        ids = await drain(engine, GenerateRequest("ids", 3, prompt_token_ids=tuple(range(50))))
+        text = await drain(engine, GenerateRequest("txt", 3, prompt="x" * 400))
+        await engine.shutdown()
+        return ids, text
+
+    ids, text = run(main())
+    assert ids[-1].num_prompt_tokens == 50
+    assert text[-1].num_prompt_tokens == 100
+
+
+def test_throughput_comes_from_the_batch_not_per_request_pacing():
+    """With max_num_seqs=4, 16 requests take ~4x as long as 4: requests share steps of one loop.
+
+    A per-request sleep would finish all 16 in the time of 4.
+    """
+
+    async def timed(n: int) -> float:
+        engine = make_engine(max_num_seqs=4, time_scale=0.5)
+        await engine.start()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(drain(engine, GenerateRequest(f"r{i}", 20, prompt="p")) for i in range(n)))
+        elapsed = time.perf_counter() - t0
+        await engine.shutdown()
+        return elapsed
+
+    t4 = run(timed(4))  # 20 steps of 5 ms wall = 0.1 s
+    t16 = run(timed(16))  # four waves: 0.4 s
+    assert t4 == pytest.approx(0.1, rel=0.35)
+    assert t16 / t4 == pytest.approx(4.0, rel=0.25)
+
+
+def test_saturated_throughput_matches_the_throughput_model():
+    """An emulated A100 and L4 at full batch deliver what predict_instance says (within 10%),
+    and report it in accelerator time whatever the time scale."""
+    catalog = default_catalog()
+    model = catalog.model("llama-3.1-8b")
+    workload = Workload(mean_input_tokens=128, mean_output_tokens=32, max_request_tokens=4096)
+
+    async def measure(accel_name: str, time_scale: float) -> tuple[float, float]:
+        accel = catalog.accelerator(accel_name)
+        engine = create_engine(
+            "emulated", EngineSpec(model, accel, 1, 8, 0.9, 4096, time_scale=time_scale, stats_window_s=1e6)
+        )
+        await engine.start()
+        t0 = time.perf_counter()
+        reqs = [GenerateRequest(f"r{i}", 32, prompt="x" * 512) for i in range(16)]
+        await asyncio.gather(*(drain(engine, r) for r in reqs))
+        wall = time.perf_counter() - t0
+        stats = engine.stats()
+        await engine.shutdown()
+        return 16 * 32 / (wall / time_scale), stats.output_tokens_per_s
+
+    for accel_name, scale in (("A100-SXM4-80GB", 0.2), ("L4", 0.05)):
+        accel = catalog.accelerator(accel_name)
+        coeffs = LatencyModel.default().coeffs(model, accel, 1)
+        predicted = predict_instance(model, accel, coeffs, 1, 8, 0.9, 1.5, workload).output_tokens_per_s
+        measured, reported = run(measure(accel_name, scale))
+        assert measured == pytest.approx(predicted, rel=0.10), accel_name
+        assert reported == pytest.approx(measured, rel=0.10), accel_name
+
+
+def test_stats_show_running_waiting_and_kv_under_load():
+    """While saturated: running = max_num_seqs, the rest wait, KV holds prompts + outputs."""
+
+    async def main():
+        engine = make_engine(max_num_seqs=2, time_scale=1.0)
+        await engine.start()
+        tasks = [asyncio.create_task(drain(engine, GenerateRequest(f"r{i}", 30, prompt="x" * 40))) for i in range(5)]
+        await asyncio.sleep(0.055)  # about 5 steps in
+        mid = engine.stats()
+        await asyncio.gather(*tasks)
+        end = engine.stats()
+        await engine.shutdown()
+        return mid, end
+
+    mid, end = run(main())
+    assert (mid.num_running, mid.num_waiting) == (2, 3)
+    assert 2 * 10 < mid.kv_used_tokens <= 2 * (10 + 30)
+    assert mid.output_tokens_per_s > 0
+    assert (end.num_running, end.num_waiting, end.kv_used_tokens) == (0, 0, 0)
+    assert end.total_output_tokens == 5 * 30
+
+
+def test_abort_and_client_disconnect_free_the_kv_cache():
+    """abort() ends the stream with finish_reason 'abort'; a consumer that stops reading frees
+    its sequence too."""
+
+    async def main():
+        engine = make_engine(time_scale=1.0)
+        await engine.start()
+        gen = engine.generate(GenerateRequest("left", 1000, prompt="x" * 40))
+        await gen.__anext__()
+        await gen.aclose()
+        after_close = engine.stats()
+
+        async def consume():
+            return await drain(engine, GenerateRequest("ab", 1000, prompt="x" * 40))
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.03)
+        await engine.abort("ab")
+        chunks = await task
+        after_abort = engine.stats()
+        await engine.shutdown()
+        return after_close, chunks, after_abort
+
+    after_close, chunks, after_abort = run(main())
+    assert (after_close.num_running, after_close.kv_used_tokens) == (0, 0)
+    assert chunks[-1].finish_reason == "abort" and chunks[-1].num_output_tokens < 1000
+    assert (after_abort.num_running, after_abort.kv_used_tokens) == (0, 0)
+
+
+def test_requests_that_cannot_fit_raise_typed_errors():
+    """Prompt + max_tokens beyond the context, or a prompt beyond the KV cache: RequestTooLongError."""
+
+    async def main():
+        engine = make_engine(max_model_len=256, kv_capacity_tokens=128)
+        await engine.start()
+        errors = []
+        for req in (
+            GenerateRequest("ctx", 200, prompt_token_ids=tuple(range(100))),
+            GenerateRequest("kv", 10, prompt_token_ids=tuple(range(200))),
+        ):
+            with pytest.raises(RequestTooLongError) as info:
+                await drain(engine, req)
+            errors.append(str(info.value))
+        ok = await drain(engine, GenerateRequest("ok", 4, prompt_token_ids=(1, 2, 3)))
+        await engine.shutdown()
+        return errors, ok
+
+    errors, ok = run(main())
+    assert "exceeds the context of 256" in errors[0]
+    assert "KV cache of 128" in errors[1]
+    assert ok[-1].num_output_tokens == 4
+
+
+def test_dead_engine_refuses_work_and_reports_unhealthy():
+    async def main():
+        engine = make_engine()
+        with pytest.raises(EngineDeadError):
+            await drain(engine, GenerateRequest("early", 1, prompt="x"))
+        await engine.start()
+        await engine.check_health()
+        await engine.shutdown()
+        with pytest.raises(EngineDeadError):
+            await engine.check_health()
+        with pytest.raises(EngineDeadError):
+            await drain(engine, GenerateRequest("late", 1, prompt="x"))
+        return engine.stats()
+
+    assert run(main()).healthy is False
+
+
+def test_engine_factory_by_name():
+    """Unknown names list the known ones; vllm without local weights is refused before importing vllm."""
+    catalog = default_catalog()
+    spec = EngineSpec(catalog.model("llama-3.1-8b"), catalog.accelerator("L4"), 1, 8, 0.9, 4096)
+    assert isinstance(create_engine("emulated", spec), EmulatedEngine)
+    with pytest.raises(ValueError, match="known: emulated, vllm"):
+        create_engine("tensorrt", spec)
+    with pytest.raises(EngineError, match="needs local weights"):
+        create_engine("vllm", spec)
+    too_big = EngineSpec(catalog.model("llama-3.1-70b"), catalog.accelerator("L4"), 1, 8, 0.9, 4096)
+    with pytest.raises(EngineError, match="weights need"):
+        create_engine("emulated", too_big)
