@@ -6,11 +6,15 @@ This module must not import ray or vllm.
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hetserve.scheduling.base import policy_names
 
 DType = Literal["float32", "bfloat16", "float16", "fp8", "int8", "int4"]
 DTYPE_BYTES: dict[str, float] = {
@@ -236,3 +240,76 @@ def load_cluster_spec(path: str | Path) -> ClusterSpec:
         return ClusterSpec.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, str(path))) from None
+
+
+class AppArgs(_Edge):
+    """Arguments of `serve run hetserve.app:build key=value ...` and of a Serve config's `args:`.
+
+    With none given, the app serves the packaged laptop cluster (data/laptop.yaml) on emulated
+    engines with the heterogeneity-aware policy.
+    """
+
+    cluster: str | None = Field(
+        default=None, description="Cluster YAML path; default: the packaged laptop config (data/laptop.yaml)."
+    )
+    model: str | None = Field(default=None, description="Catalog model served instead of the cluster file's model.")
+    policy: str = Field(default="hetero", description="Scheduling policy by name (see hetserve.scheduling).")
+    engine: Literal["emulated", "vllm"] = Field(
+        default="emulated", description="Engine in every instance: emulated (no GPU) or vllm."
+    )
+    time_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=1000,
+        description="Emulated engine: wall seconds per emulated accelerator second (< 1 runs faster than life).",
+    )
+    router_replicas: int = Field(default=1, ge=1, le=64, description="Replicas of the router (ingress) deployment.")
+    stats_period_s: float = Field(
+        default=1.0, gt=0, le=60, description="How often instances report stats and the router reconciles, s."
+    )
+    stats_window_s: float = Field(
+        default=10.0, gt=0, description="Window of an instance's measured output tokens/s, s of engine time."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of the scheduling policy's tie-breaks.")
+    default_max_tokens: int = Field(
+        default=256, ge=1, description="max_tokens of chat requests that set neither max_tokens nor max_completion_tokens."
+    )
+    max_ongoing_requests: int = Field(
+        default=4096,
+        ge=1,
+        description="Requests one router replica or one instance accepts at once (engines queue internally).",
+    )
+    instance_num_cpus: float = Field(default=0.1, ge=0, description="Logical CPUs reserved per emulated instance.")
+    router_num_cpus: float = Field(default=0.1, ge=0, description="Logical CPUs reserved per router replica.")
+    vllm_model_path: str | None = Field(
+        default=None, description="vLLM engine: local weights/tokenizer path (default: the model's hf_path)."
+    )
+    vllm_engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="vLLM engine: extra AsyncEngineArgs, passed through (a JSON object string is accepted).",
+    )
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        names = policy_names()
+        if value not in names:
+            raise ValueError(f"unknown scheduling policy {value!r}; known: {', '.join(names)}")
+        return value
+
+    @field_validator("vllm_engine_kwargs", mode="before")
+    @classmethod
+    def _kwargs_from_json(cls, value: Any) -> Any:
+        # `serve run ... key=value` passes strings; a JSON object is the only way to give a dict there.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON object: {exc}") from None
+        return value
+
+    @property
+    def cluster_path(self) -> Path:
+        if self.cluster is not None:
+            return Path(self.cluster)
+        return Path(str(resources.files("hetserve.data").joinpath("laptop.yaml")))
