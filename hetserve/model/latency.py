@@ -1,10 +1,12 @@
 """Prefill/decode step-time models: least-squares fits, roofline priors, and profile lookup.
 
 Lookup order for (model, accelerator, tp), most trusted first:
-  1. a profile fitted on measured samples of this very model, accelerator and TP;
-  2. a measured profile of another model on the same accelerator and TP, rescaled by the
-     models' per-device weight and KV bytes (the step is memory/compute-bound in those);
+  1. a profile fitted on samples of this very model, accelerator and TP (measured steps, or steps
+     composed from measured vLLM kernels; see hetserve/profiles.py);
+  2. a profile of another model on the same accelerator and TP, rescaled by the models' weight and
+     KV bytes (decode streams both; prefill FLOPs follow the weights);
   3. the roofline prior from the catalog, with the type's fitted efficiency factors.
+No ray import.
 """
 
 from __future__ import annotations
@@ -13,53 +15,200 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from hetserve.config import AcceleratorSpec, ModelSpec
 from hetserve.records import LatencyCoeffs, LatencyProfile
 
-__all__ = ["LatencyModel", "fit_decode", "fit_prefill", "roofline_coeffs", "load_profiles"]
+if TYPE_CHECKING:
+    from hetserve.profiles import StepSamples
 
-# Per all-reduce latency floor (NVLink-class); two all-reduces per layer with TP > 1.
+__all__ = [
+    "LatencyModel",
+    "Resolved",
+    "fit_decode",
+    "fit_efficiency",
+    "fit_prefill",
+    "fit_profile",
+    "load_profiles",
+    "rescale",
+    "roofline_coeffs",
+]
+
+# Per all-reduce latency floor (NVLink-class); two all-reduces per layer with TP > 1. vLLM's
+# CUDA-graph custom all-reduce takes 4-6 us for decode-sized messages on A100/H100/H200
+# (aiconfigurator custom_allreduce_perf.csv); the floor adds the surrounding sync.
 ALLREDUCE_LATENCY_S = 8e-6
+
+# When several data sets profile the same (model, accelerator, TP), the newest engine wins:
+# hetserve serves with a current vLLM, so vLLM 0.14 kernels beat vLLM 0.4 (Helix) and the
+# 2023 Splitwise engine, whose per-step overheads current vLLM no longer has.
+ENGINE_PREFERENCE: tuple[str, ...] = ("vllm-0.14", "vllm-0.4", "splitwise")
+
+# 16-bit weights: the roofline's bf16 peaks describe them; FP8 profiles carry GEMM costs (activation
+# quantisation, fixed kernel floors) that would bias the per-type efficiency fit.
+_HALF_PRECISION = ("bfloat16", "float16")
+
+
+def _lstsq_nonneg(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least squares with every coefficient >= 0 (a step cannot get faster with more work).
+
+    Active set: a coefficient that comes out negative is pinned to 0 and the rest refitted.
+    """
+    active = list(range(x.shape[1]))
+    coef = np.zeros(x.shape[1])
+    while active:
+        sol, *_ = np.linalg.lstsq(x[:, active] * w[:, None], y * w, rcond=None)
+        if (sol >= 0).all():
+            coef[:] = 0.0
+            coef[active] = sol
+            return coef
+        active.pop(int(np.argmin(sol)))
+    return coef
+
+
+def _weights(y: np.ndarray, relative: bool) -> np.ndarray:
+    # Relative weighting minimises percentage error, the figure we report and the one that matters
+    # when a 5 ms decode step and a 2 s prefill share one model.
+    return 1.0 / np.maximum(y, 1e-9) if relative else np.ones_like(y)
 
 
 def fit_prefill(
-    num_tokens: Sequence[float], times_s: Sequence[float], quadratic: bool = False
+    num_tokens: Sequence[float],
+    times_s: Sequence[float],
+    quadratic: bool = False,
+    num_seqs: Sequence[float] | None = None,
+    relative: bool = True,
 ) -> tuple[float, float, float]:
-    """Least squares T_p(N) = a_p*N (+ q_p*N^2) + b_p; returns (a_p, q_p, b_p)."""
+    """Least squares T_p(N) = a_p*N (+ q_p*sum_i l_i^2) + b_p; returns (a_p, q_p, b_p).
+
+    The quadratic (attention) term grows with each sequence's own length squared: a batch of
+    `num_seqs` equal prompts holding N tokens has sum l_i^2 = N^2 / num_seqs (one sequence when
+    num_seqs is not given), so q_p means the same thing whatever the batching of the samples.
+    Coefficients are kept >= 0.
+    """
     n = np.asarray(num_tokens, dtype=float)
     y = np.asarray(times_s, dtype=float)
-    cols = [n, n * n, np.ones_like(n)] if quadratic else [n, np.ones_like(n)]
-    sol, *_ = np.linalg.lstsq(np.column_stack(cols), y, rcond=None)
+    seqs = np.ones_like(n) if num_seqs is None else np.asarray(num_seqs, dtype=float)
+    cols = [n, n * n / seqs, np.ones_like(n)] if quadratic else [n, np.ones_like(n)]
+    sol = _lstsq_nonneg(np.column_stack(cols), y, _weights(y, relative))
     if quadratic:
         return float(sol[0]), float(sol[1]), float(sol[2])
     return float(sol[0]), 0.0, float(sol[1])
 
 
 def fit_decode(
-    num_seqs: Sequence[float], num_context_tokens: Sequence[float], times_s: Sequence[float]
+    num_seqs: Sequence[float],
+    num_context_tokens: Sequence[float],
+    times_s: Sequence[float],
+    relative: bool = True,
+    c_d: float | None = None,
 ) -> tuple[float, float, float]:
-    """Least squares T_d(B, S) = a_d*B + c_d*S + b_d; returns (a_d, c_d, b_d)."""
+    """Least squares T_d(B, S) = a_d*B + c_d*S + b_d; returns (a_d, c_d, b_d), all >= 0.
+
+    Pass `c_d` to hold the context term fixed (a prior) when the samples cannot separate it from
+    the per-sequence term, e.g. when every sample has the same context per sequence.
+    """
     b = np.asarray(num_seqs, dtype=float)
     s = np.asarray(num_context_tokens, dtype=float)
     y = np.asarray(times_s, dtype=float)
-    sol, *_ = np.linalg.lstsq(np.column_stack([b, s, np.ones_like(b)]), y, rcond=None)
+    w = _weights(y, relative)
+    if c_d is not None:
+        sol = _lstsq_nonneg(np.column_stack([b, np.ones_like(b)]), y - c_d * s, w)
+        return float(sol[0]), float(c_d), float(sol[1])
+    sol = _lstsq_nonneg(np.column_stack([b, s, np.ones_like(b)]), y, w)
     return float(sol[0]), float(sol[1]), float(sol[2])
+
+
+def _abs_pct_errors(pred: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    return np.abs(pred - actual) / actual
+
+
+def _holdout_mask(n: int, every: int) -> np.ndarray:
+    """Deterministic split: every `every`-th row (1-based) is held out; the rest is fitted."""
+    return (np.arange(n) % every) == every - 1
+
+
+def fit_profile(
+    samples: "StepSamples", c_d_prior: float | None = None, holdout_every: int = 5
+) -> tuple[LatencyProfile, dict[str, np.ndarray]]:
+    """Fit one (model, accelerator, TP) and measure its error on held-out rows.
+
+    Every `holdout_every`-th prefill and decode row is held out; the forms are fitted on the rest
+    and judged on those rows. The quadratic prefill term is kept only when it lowers the held-out
+    error. The shipped coefficients are then refitted on all rows with the chosen form. When every
+    decode row has the same context per sequence (Helix), the context term is not identifiable and
+    `c_d_prior` (the KV-read roofline) holds it.
+
+    Returns the profile (held-out MAPE as fractions) and the held-out absolute % errors per phase.
+    """
+    pre_n = np.array([p.num_tokens for p in samples.prefill], dtype=float)
+    pre_b = np.array([p.num_seqs for p in samples.prefill], dtype=float)
+    pre_y = np.array([p.time_s for p in samples.prefill], dtype=float)
+    dec_b = np.array([d.num_seqs for d in samples.decode], dtype=float)
+    dec_s = np.array([d.num_context_tokens for d in samples.decode], dtype=float)
+    dec_y = np.array([d.time_s for d in samples.decode], dtype=float)
+
+    hold_p = _holdout_mask(len(pre_y), holdout_every)
+    hold_d = _holdout_mask(len(dec_y), holdout_every)
+    fit_p = ~hold_p
+
+    def prefill_pred(coef: tuple[float, float, float], n: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return coef[0] * n + coef[1] * n * n / b + coef[2]
+
+    per_seq_len = pre_n / pre_b
+    quad_identifiable = len(pre_y) >= 4 and np.ptp(per_seq_len) > 1e-6 * per_seq_len.mean()
+    linear = fit_prefill(pre_n[fit_p], pre_y[fit_p], False, pre_b[fit_p])
+    err_lin = _abs_pct_errors(prefill_pred(linear, pre_n[hold_p], pre_b[hold_p]), pre_y[hold_p])
+    quadratic = False
+    err_p = err_lin
+    if quad_identifiable:
+        quad = fit_prefill(pre_n[fit_p], pre_y[fit_p], True, pre_b[fit_p])
+        err_quad = _abs_pct_errors(prefill_pred(quad, pre_n[hold_p], pre_b[hold_p]), pre_y[hold_p])
+        if err_quad.mean() < err_lin.mean():
+            quadratic, err_p = True, err_quad
+    a_p, q_p, b_p = fit_prefill(pre_n, pre_y, quadratic, pre_b)
+
+    ratio = dec_s / dec_b
+    fixed_c = c_d_prior if np.ptp(ratio) <= 1e-6 * ratio.mean() else None
+    train = fit_decode(dec_b[~hold_d], dec_s[~hold_d], dec_y[~hold_d], c_d=fixed_c)
+    err_d = _abs_pct_errors(train[0] * dec_b[hold_d] + train[1] * dec_s[hold_d] + train[2], dec_y[hold_d])
+    a_d, c_d, b_d = fit_decode(dec_b, dec_s, dec_y, c_d=fixed_c)
+
+    profile = LatencyProfile(
+        model=samples.model,
+        accelerator=samples.accelerator,
+        tp=samples.tp,
+        coeffs=LatencyCoeffs(a_p=a_p, b_p=b_p, a_d=a_d, c_d=c_d, b_d=b_d, q_p=q_p),
+        source=samples.source,
+        engine=samples.engine,
+        num_samples=len(pre_y) + len(dec_y),
+        prefill_mape=float(err_p.mean()) if len(err_p) else None,
+        decode_mape=float(err_d.mean()) if len(err_d) else None,
+    )
+    return profile, {"prefill": err_p, "decode": err_d}
+
+
+def _comm_s(model: ModelSpec, tp: int) -> float:
+    return 2 * model.num_layers * ALLREDUCE_LATENCY_S if tp > 1 else 0.0
 
 
 def roofline_coeffs(model: ModelSpec, accel: AcceleratorSpec, tp: int) -> LatencyCoeffs:
     """Roofline prior: decode streams the weights and the KV, prefill is FLOP-bound.
 
-    b_d ~ W/(t*BW*eta_bw), c_d ~ kv_bytes/(t*BW*eta_bw), a_p ~ 2*params/(t*FLOPs*eta_flops)
-    (DESIGN.md); eta are per-type factors fitted from measured data (data/efficiency.json).
+    b_d ~ W/(t*BW*eta_bw) + overhead + all-reduces, c_d ~ kv_bytes/(t*BW*eta_bw),
+    a_p ~ 2*params/(t*FLOPs*eta_flops), q_p ~ 2*layers*heads*head_dim/(t*FLOPs*eta_flops)
+    (causal attention: QK^T and PV, half the square), a_d ~ a_p (one token's FLOPs per sequence;
+    an upper bound while decode GEMMs are bandwidth-bound). eta are per-type factors fitted from
+    measured data (data/efficiency.json, merged into the catalog). Compute is priced at the bf16
+    peak whatever the weight dtype.
     """
     bw = accel.mem_bw_gbps * 1e9 * accel.eta_bw * tp
     flops = accel.peak_tflops * 1e12 * accel.eta_flops * tp
     overhead = accel.step_overhead_ms / 1e3
-    comm = 2 * model.num_layers * ALLREDUCE_LATENCY_S if tp > 1 else 0.0
+    comm = _comm_s(model, tp)
     per_token_flops = 2.0 * model.num_params_b * 1e9
     return LatencyCoeffs(
         a_p=per_token_flops / flops,
@@ -67,27 +216,78 @@ def roofline_coeffs(model: ModelSpec, accel: AcceleratorSpec, tp: int) -> Latenc
         a_d=per_token_flops / flops,
         c_d=model.kv_bytes_per_token / bw,
         b_d=model.weight_bytes / bw + overhead + comm,
+        q_p=2.0 * model.num_layers * model.num_heads * model.head_dim / flops,
     )
 
 
-def rescale(coeffs: LatencyCoeffs, src: ModelSpec, dst: ModelSpec) -> LatencyCoeffs:
-    """Carry a measured profile of `src` over to `dst` on the same accelerator and TP.
+def rescale(
+    coeffs: LatencyCoeffs, src: ModelSpec, dst: ModelSpec, fixed_s: float = 0.0, tp: int = 1
+) -> LatencyCoeffs:
+    """Carry a profile of `src` over to `dst` on the same accelerator and TP.
 
-    Weight-proportional terms (b_d, a_p, a_d) scale with weight bytes, the context term with
-    KV bytes per token; fixed overheads (b_p) stay. The quadratic attention term scales with
-    layers x heads x head_dim.
+    Decode's constant b_d is the weight stream plus a fixed part (engine overhead `fixed_s` and the
+    per-layer all-reduces at this TP); only the weight stream scales with weight bytes, the
+    all-reduces with layers. a_p and a_d scale with weight bytes (FLOPs per token follow the
+    parameters, and FP8 GEMMs run at twice the bf16 rate where FP8 halves the bytes), c_d with
+    KV bytes per token, the quadratic attention term with layers x heads x head_dim. The identity
+    when src is dst.
     """
     w = dst.weight_bytes / src.weight_bytes
     kv = dst.kv_bytes_per_token / src.kv_bytes_per_token
     att = (dst.num_layers * dst.num_heads * dst.head_dim) / (src.num_layers * src.num_heads * src.head_dim)
+    comm_src, comm_dst = _comm_s(src, tp), _comm_s(dst, tp)
+    stream = max(0.0, coeffs.b_d - fixed_s - comm_src)
+    b_d = max(0.0, coeffs.b_d - stream - comm_src + comm_dst) + stream * w
     return LatencyCoeffs(
         a_p=coeffs.a_p * w,
         b_p=coeffs.b_p,
         a_d=coeffs.a_d * w,
         c_d=coeffs.c_d * kv,
-        b_d=coeffs.b_d * w,
+        b_d=b_d,
         q_p=coeffs.q_p * att,
     )
+
+
+def fit_efficiency(
+    profiles: Iterable[LatencyProfile],
+    models: Mapping[str, ModelSpec],
+    accelerators: Mapping[str, AcceleratorSpec],
+) -> dict[str, dict[str, float]]:
+    """Per accelerator type: eta_bw, eta_flops and step_overhead_ms implied by its fitted profiles.
+
+    For each profile of a bf16/fp16 model, x = W/(t*BW_peak) is the weight stream at peak
+    bandwidth; across the type's profiles b_d - all-reduces = x/eta_bw + overhead (least squares,
+    both >= 0; with a single distinct x the overhead is taken as 0 and eta_bw absorbs it).
+    eta_flops is the median of 2*params/(t*FLOPs_peak*a_p). Factors are clipped to [0.05, 1].
+    """
+    by_type: dict[str, list[tuple[ModelSpec, LatencyProfile]]] = {}
+    for p in profiles:
+        model = models.get(p.model)
+        if model is None or p.accelerator not in accelerators or model.dtype not in _HALF_PRECISION:
+            continue
+        by_type.setdefault(p.accelerator, []).append((model, p))
+    out: dict[str, dict[str, float]] = {}
+    for name, items in sorted(by_type.items()):
+        accel = accelerators[name]
+        x = np.array([m.weight_bytes / (p.tp * accel.mem_bw_gbps * 1e9) for m, p in items])
+        y = np.array([p.coeffs.b_d - _comm_s(m, p.tp) for m, p in items])
+        if np.ptp(x) > 1e-6 * x.mean():
+            slope, overhead = _lstsq_nonneg(np.column_stack([x, np.ones_like(x)]), y, 1.0 / y)
+        else:
+            slope, overhead = float(np.median(y / x)), 0.0
+        eta_bw = 1.0 / slope if slope > 0 else 1.0
+        flops = [
+            2.0 * m.num_params_b * 1e9 / (p.tp * accel.peak_tflops * 1e12 * p.coeffs.a_p)
+            for m, p in items
+            if p.coeffs.a_p > 0
+        ]
+        out[name] = {
+            "eta_bw": float(np.clip(eta_bw, 0.05, 1.0)),
+            "eta_flops": float(np.clip(np.median(flops), 0.05, 1.0)) if flops else 0.5,
+            "step_overhead_ms": round(float(overhead) * 1e3, 3),
+            "num_profiles": len(items),
+        }
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -100,6 +300,13 @@ def load_profiles() -> tuple[LatencyProfile, ...]:
     return tuple(LatencyProfile.from_dict(p) for p in raw["profiles"])
 
 
+def _engine_rank(engine: str) -> int:
+    try:
+        return ENGINE_PREFERENCE.index(engine)
+    except ValueError:
+        return len(ENGINE_PREFERENCE)
+
+
 @dataclass(frozen=True)
 class Resolved:
     coeffs: LatencyCoeffs
@@ -107,13 +314,21 @@ class Resolved:
 
 
 class LatencyModel:
-    """Answers `coeffs(model, accel, tp)` from measured profiles, rescaled profiles or the roofline."""
+    """Answers `coeffs(model, accel, tp)` from profiles, rescaled profiles or the roofline.
+
+    When several profiles share (model, accelerator, TP), the one from the preferred engine
+    (`ENGINE_PREFERENCE`) is used.
+    """
 
     def __init__(self, profiles: Iterable[LatencyProfile] = (), models: Mapping[str, ModelSpec] | None = None):
         self._exact: dict[tuple[str, str, int], LatencyProfile] = {}
-        self._by_accel_tp: dict[tuple[str, int], list[LatencyProfile]] = {}
         for p in profiles:
-            self._exact[(p.model, p.accelerator, p.tp)] = p
+            key = (p.model, p.accelerator, p.tp)
+            held = self._exact.get(key)
+            if held is None or _engine_rank(p.engine) < _engine_rank(held.engine):
+                self._exact[key] = p
+        self._by_accel_tp: dict[tuple[str, int], list[LatencyProfile]] = {}
+        for p in self._exact.values():
             self._by_accel_tp.setdefault((p.accelerator, p.tp), []).append(p)
         self._models = dict(models or {})
 
@@ -123,22 +338,28 @@ class LatencyModel:
 
         return cls(load_profiles(), default_catalog().models)
 
+    def profile(self, model: str, accelerator: str, tp: int) -> LatencyProfile | None:
+        """The profile used for exactly this (model, accelerator, TP), if any."""
+        return self._exact.get((model, accelerator, tp))
+
     def resolve(self, model: ModelSpec, accel: AcceleratorSpec, tp: int) -> Resolved:
         exact = self._exact.get((model.name, accel.name, tp))
         if exact is not None:
             return Resolved(exact.coeffs, "profile")
-        # Prefer the profiled model closest in size: rescaling error grows with the ratio.
+        # Prefer the profiled model closest in size and of the same weight dtype: rescaling error
+        # grows with the size ratio, and FP8 GEMMs carry fixed costs bf16 ones do not.
         best = None
         for p in self._by_accel_tp.get((accel.name, tp), []):
             src = self._models.get(p.model)
             if src is None:
                 continue
-            dist = abs(np.log(model.weight_bytes / src.weight_bytes))
+            dist = abs(np.log(model.weight_bytes / src.weight_bytes)) + (0.0 if src.dtype == model.dtype else 1.0)
             if best is None or dist < best[0]:
                 best = (dist, p, src)
         if best is not None:
             _, p, src = best
-            return Resolved(rescale(p.coeffs, src, model), f"rescaled from {p.model}")
+            coeffs = rescale(p.coeffs, src, model, fixed_s=accel.step_overhead_ms / 1e3, tp=tp)
+            return Resolved(coeffs, f"rescaled from {p.model}")
         return Resolved(roofline_coeffs(model, accel, tp), "roofline")
 
     def coeffs(self, model: ModelSpec, accel: AcceleratorSpec, tp: int) -> LatencyCoeffs:
