@@ -1,0 +1,86 @@
+"""One instance = one Serve replica holding one engine; its deployment is one planned configuration.
+
+The replica streams TokenChunks to the router, reports its engine's measured stats through
+Serve's `record_routing_stats` (which reach the router's request router with the replica list),
+and fails Serve's health check when the engine is dead so Serve replaces it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, AsyncIterator
+
+import ray
+from ray import serve
+
+from hetserve.engines import EngineSpec, create_engine
+from hetserve.engines.base import GenerateRequest, TokenChunk
+from hetserve.records import InstanceStats
+from hetserve.serving.metrics import InstanceMetrics, InstanceTags
+
+__all__ = ["InstanceServer", "InstanceSpec", "stats_from_routing"]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    """What every replica of one instance deployment is built from (pickled by Serve)."""
+
+    deployment: str
+    engine: str  # "emulated" | "vllm"
+    engine_spec: EngineSpec
+    predicted_tokens_per_s: float
+
+
+def stats_from_routing(routing_stats: dict[str, Any]) -> InstanceStats | None:
+    """The InstanceStats inside a replica's routing-stats dict (None before its first report)."""
+    raw = routing_stats.get("stats")
+    return InstanceStats(**raw) if raw else None
+
+
+class InstanceServer:
+    """A Serve replica running one engine on the accelerators its deployment reserved."""
+
+    async def __init__(self, spec: InstanceSpec):
+        self._spec = spec
+        self._engine = create_engine(spec.engine, spec.engine_spec)
+        await self._engine.start()
+        self.instance_id = serve.get_replica_context().replica_id.unique_id
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self._metrics = InstanceMetrics(
+            InstanceTags(spec.deployment, spec.engine_spec.accelerator.name, self.instance_id)
+        )
+        self._report_seq = 0
+
+    async def generate(self, request: GenerateRequest, target_instance: str | None = None) -> AsyncIterator[TokenChunk]:
+        """Stream the request's output. `target_instance` is the replica the router chose (read by
+        the request router, see replica_router.py); it is ignored here."""
+        async for chunk in self._engine.generate(request):
+            yield chunk
+
+    def whoami(self, target_instance: str | None = None) -> dict[str, str]:
+        """Which replica and node answered (tests and debugging of routing)."""
+        return {"instance_id": self.instance_id, "node_id": self.node_id, "deployment": self._spec.deployment}
+
+    def stats(self, target_instance: str | None = None) -> dict[str, Any]:
+        return {"instance_id": self.instance_id, "stats": asdict(self._engine.stats())}
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        """Called by Serve every `request_routing_stats_period_s`; the dict reaches every handle's
+        request router with the replica list. `seq` lets the router fold each report in once."""
+        stats = self._engine.stats()
+        self._metrics.update(stats, self._spec.predicted_tokens_per_s)
+        self._report_seq += 1
+        return {
+            "instance_id": self.instance_id,
+            "node_id": self.node_id,
+            "seq": self._report_seq,
+            "time_s": time.time(),
+            "stats": asdict(stats),
+        }
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()
+
+    async def __del__(self):
+        await self._engine.shutdown()
