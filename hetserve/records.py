@@ -132,6 +132,7 @@ class Plan:
     runners_up: tuple["RunnerUp", ...] = field(default=())
     infeasible: tuple[str, ...] = field(default=())  # nodes left idle and why
     price_per_hour: float = 0.0  # accelerators used x their catalog price
+    notes: tuple[str, ...] = field(default=())  # caveats of the search (e.g. optimality not proven)
 
     @property
     def output_tokens_per_s(self) -> float:
