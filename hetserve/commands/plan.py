@@ -1,0 +1,53 @@
+"""`hetserve plan CLUSTER.yaml`: load the cluster, search the placement, print tables or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from hetserve.cluster import load_cluster
+from hetserve.planner import Objective, search_plan
+from hetserve.planner.render import plan_to_json, print_plan
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "plan",
+        help="choose TP degrees and instances per node for the highest predicted throughput",
+        description="Search every node's TP options exhaustively and print the plan and its runners-up.",
+    )
+    p.add_argument("cluster", metavar="CLUSTER.yaml", help="cluster config (see cluster_configs/)")
+    p.add_argument(
+        "--objective", choices=[o.value for o in Objective], default=Objective.THROUGHPUT.value,
+        help="throughput: max total tok/s; throughput_slo: the same under the config's slo; "
+        "cost: cheapest nodes meeting --target-tokens-per-s",
+    )
+    p.add_argument(
+        "--target-tokens-per-s", type=float, default=None, dest="target_tokens_per_s",
+        help="output tokens/s the cost objective must reach",
+    )
+    p.add_argument(
+        "--mixed-partitions", action="store_true",
+        help="also split a node into instances of different TP (e.g. 4+2+2 on 8 accelerators)",
+    )
+    p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.cluster)
+    plan = search_plan(
+        cluster,
+        objective=args.objective,
+        target_output_tokens_per_s=args.target_tokens_per_s,
+        mixed_partitions=args.mixed_partitions,
+    )
+    if args.json:
+        json.dump(plan_to_json(plan), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_plan(plan)
+    return 0

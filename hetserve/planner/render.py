@@ -1,0 +1,77 @@
+"""A Plan as JSON-ready data and as rich tables (deployments, runners-up, idle nodes). No ray import."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from hetserve.records import Plan
+
+__all__ = ["plan_to_json", "print_plan"]
+
+# Node names shown per deployment row before the table abbreviates (the JSON has them all).
+MAX_NODE_NAMES_SHOWN = 4
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """Every Plan field, plus the totals the dataclass computes, with numbers as plain floats/ints."""
+    data = plan.to_dict()
+    data["output_tokens_per_s"] = plan.output_tokens_per_s
+    data["requests_per_s"] = plan.requests_per_s
+    data["num_accelerators"] = plan.num_accelerators
+    data["num_instances"] = sum(d.num_instances for d in plan.deployments)
+    for d, out in zip(plan.deployments, data["deployments"]):
+        out["num_instances"] = d.num_instances
+        out["output_tokens_per_s"] = d.output_tokens_per_s
+    return data
+
+
+def _node_summary(names: tuple[str, ...]) -> str:
+    unique = list(dict.fromkeys(names))
+    if len(unique) <= MAX_NODE_NAMES_SHOWN:
+        return ", ".join(unique)
+    return f"{', '.join(unique[:2])}, ... {unique[-1]} ({len(unique)} nodes)"
+
+
+def print_plan(plan: Plan, console: Console | None = None) -> None:
+    """Deployments table, totals line, runners-up table, idle nodes and notes."""
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
+            console = Console(width=160)
+    title = f"Plan for {plan.model} on {plan.cluster} (objective: {plan.objective})"
+    table = Table(title=title, title_justify="left")
+    for col, justify in [
+        ("deployment", "left"), ("accelerator", "left"), ("TP", "right"), ("instances", "right"),
+        ("nodes", "left"), ("batch", "right"), ("KV tokens", "right"), ("tok/s per inst", "right"),
+        ("tok/s total", "right"), ("TTFT/TPOT ms", "right"),
+    ]:
+        table.add_column(col, justify=justify)
+    for d in plan.deployments:
+        p = d.prediction
+        table.add_row(
+            d.name or d.config.deployment_name, d.config.accelerator, str(d.config.tp), str(d.num_instances),
+            _node_summary(d.node_names), str(p.batch_size), f"{p.kv_capacity_tokens:,}",
+            f"{p.output_tokens_per_s:,.0f}", f"{d.output_tokens_per_s:,.0f}",
+            f"{p.ttft_s * 1e3:,.0f} / {p.tpot_s * 1e3:,.1f}",
+        )
+    console.print(table)
+    num_instances = sum(d.num_instances for d in plan.deployments)
+    console.print(
+        f"total: {plan.output_tokens_per_s:,.0f} output tok/s, {plan.requests_per_s:,.2f} req/s, "
+        f"{num_instances} instances on {plan.num_accelerators} accelerators, ${plan.price_per_hour:,.2f}/h"
+    )
+    if plan.runners_up:
+        ru = Table(title="Runners-up (why they lost)", title_justify="left")
+        ru.add_column("alternative")
+        ru.add_column("tok/s", justify="right")
+        ru.add_column("why")
+        for r in plan.runners_up:
+            ru.add_row(r.description, f"{r.output_tokens_per_s:,.0f}" if r.output_tokens_per_s else "-", r.why)
+        console.print(ru)
+    for line in plan.infeasible:
+        console.print(f"idle: {line}", highlight=False)
+    for line in plan.notes:
+        console.print(f"note: {line}", highlight=False)
