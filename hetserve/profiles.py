@@ -16,17 +16,21 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from hetserve.config import ModelSpec
+
+if TYPE_CHECKING:
+    from hetserve.catalog import Catalog
 
 __all__ = [
     "DecodeSample",
     "KernelTables",
     "PrefillSample",
     "StepSamples",
+    "collect_samples",
     "compose_samples",
     "intermediate_size",
     "read_helix",
@@ -105,8 +109,9 @@ def read_helix(data_dir: Path) -> list[StepSamples]:
 
     A row gives milliseconds for ONE layer; the whole model's step is ms_per_layer x layers (the
     Helix simulator does the same when a node holds every layer). Prompt rows: num_tokens prompt
-    tokens, taken as sequences of Helix's mean prompt (750 tokens), which only matters for the
-    quadratic term (not identifiable from these rows). Decode rows: num_tokens is the batch size;
+    tokens, taken as num_tokens / 750 sequences of Helix's mean prompt, which only matters for
+    the quadratic term: with a fixed length per sequence it is not identifiable, and the fit
+    keeps prefill linear. Decode rows: num_tokens is the batch size;
     the context is not recorded, so each sequence is assumed to hold 750 + 240/2 = 870 tokens.
     The zero rows (num_tokens = 0) are table anchors, not measurements, and are dropped.
     """
@@ -125,7 +130,7 @@ def read_helix(data_dir: Path) -> list[StepSamples]:
     for (model, gpu), phases in sorted(groups.items()):
         accel, tp = HELIX_GPUS[gpu]
         prefill = tuple(
-            PrefillSample(n, max(1.0, n / HELIX_MEAN_PROMPT_TOKENS), t) for n, t in sorted(phases["prompt"])
+            PrefillSample(n, n / HELIX_MEAN_PROMPT_TOKENS, t) for n, t in sorted(phases["prompt"])
         )
         decode = tuple(DecodeSample(b, b * ctx_per_seq, t) for b, t in sorted(phases["decode"]))
         out.append(
@@ -215,6 +220,17 @@ def _bracket(grid: np.ndarray, x: float) -> tuple[int, int, float]:
     return i0, i1, (x - grid[i0]) / (grid[i1] - grid[i0])
 
 
+def _monotone(log_lat: np.ndarray, log_size: np.ndarray, axis: int) -> np.ndarray:
+    """Along `axis`: log latency rises no faster than log size (split), and never falls (pad)."""
+    out = np.moveaxis(np.where(np.isnan(log_lat), np.inf, log_lat), axis, 0).copy()
+    for i in range(1, out.shape[0]):
+        out[i] = np.minimum(out[i], out[i - 1] + (log_size[i] - log_size[i - 1]))
+    for i in range(out.shape[0] - 2, -1, -1):
+        out[i] = np.minimum(out[i], out[i + 1])
+    out = np.moveaxis(out, 0, axis)
+    return np.where(np.isnan(log_lat) | np.isinf(out), np.nan, out)
+
+
 class _Gemm:
     """Latency of C[m,n] = A[m,k] B[k,n] on a measured (m, n, k) grid, interpolated.
 
@@ -233,12 +249,12 @@ class _Gemm:
         self.log_lat = np.full((len(self.m), len(self.n), len(self.k)), np.nan)
         for m, n, k, lat in rows:
             self.log_lat[mi[m], ni[n], ki[k]] = math.log(lat)
-        # A GEMM never needs longer than a taller one (pad the rows): take the running minimum from
-        # the largest m down. This removes the tables' outliers, e.g. H100 bf16 m=2048, n=5120,
-        # k>=6144 timed 6x slower than m=4096 (a poor cuBLAS heuristic for that one shape).
-        filled = np.where(np.isnan(self.log_lat), np.inf, self.log_lat)
-        suffix_min = np.minimum.accumulate(filled[::-1], axis=0)[::-1]
-        self.log_lat = np.where(np.isnan(self.log_lat), np.nan, suffix_min)
+        # Two facts any GEMM library can honour remove the tables' outliers (e.g. H100 bf16 m=2048,
+        # n=5120, k>=6144 timed 6x slower than m=4096, a poor heuristic for that one shape):
+        # a GEMM is never slower than one with more rows (pad it), nor slower per row than one
+        # with fewer (split it). Only along m: splitting n or k changes which weights are read,
+        # and small weight matrices were timed hot in L2 (L40S: 96 MB), which big ones never are.
+        self.log_lat = _monotone(self.log_lat, np.log(self.m), axis=0)
 
     def __call__(self, m: float, n: float, k: float) -> float:
         scale = 1.0
@@ -414,20 +430,6 @@ def read_kernel_tables(data_dir: Path, gpu: str) -> KernelTables:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class StepOverhead:
-    """Time a step spends outside the measured kernels (norms, RoPE, activation, sampling, CPU).
-
-    per_step_s + layers x per_layer_s; fitted from measured whole-step data (scripts/fit_profiles.py).
-    """
-
-    per_step_s: float = 0.0
-    per_layer_s: float = 0.0
-
-    def __call__(self, model: ModelSpec) -> float:
-        return self.per_step_s + model.num_layers * self.per_layer_s
-
-
 # Kernels of a step that the tables do not time. Per layer in vLLM's compiled Llama/Qwen layer:
 # two fused residual-add + RMSNorm, RoPE, the KV-cache write, SiLU-and-mul. Per step: embedding,
 # final norm, and the sampler's few passes over the logits.
@@ -464,7 +466,7 @@ def _heads_per_device(model: ModelSpec, tp: int) -> tuple[int, int]:
 
 
 def compose_decode_s(model: ModelSpec, tables: KernelTables, tp: int, num_seqs: float,
-                     context_per_seq: float, overhead: StepOverhead = StepOverhead()) -> float:
+                     context_per_seq: float) -> float:
     """One decode step: every layer's GEMMs at m = batch, paged decode attention, two all-reduces;
     then the LM head (kept in bf16 by FP8 checkpoints) for every sequence."""
     heads, kv = _heads_per_device(model, tp)
@@ -476,11 +478,11 @@ def compose_decode_s(model: ModelSpec, tables: KernelTables, tp: int, num_seqs: 
         + 2 * tables.allreduce_s(tp, num_seqs * model.hidden_size)
     )
     head = tables.gemm_s(num_seqs, model.vocab_size / tp, model.hidden_size, "bfloat16")
-    return model.num_layers * layer + head + _small_kernels_s(model, tables, num_seqs) + overhead(model)
+    return model.num_layers * layer + head + _small_kernels_s(model, tables, num_seqs)
 
 
 def compose_prefill_s(model: ModelSpec, tables: KernelTables, tp: int, num_seqs: float,
-                      prompt_tokens: float, overhead: StepOverhead = StepOverhead()) -> float:
+                      prompt_tokens: float) -> float:
     """One prefill step of num_seqs prompts of prompt_tokens each (no cached prefix)."""
     heads, kv = _heads_per_device(model, tp)
     kv_dtype = model.kv_dtype or model.dtype
@@ -488,32 +490,59 @@ def compose_prefill_s(model: ModelSpec, tables: KernelTables, tp: int, num_seqs:
     attn = _kv_table(tables.context_attention, kv_dtype)(heads, kv, num_seqs, prompt_tokens)
     layer = _layer_gemms_s(model, tables, tp, m) + attn + 2 * tables.allreduce_s(tp, m * model.hidden_size)
     head = tables.gemm_s(num_seqs, model.vocab_size / tp, model.hidden_size, "bfloat16")
-    return model.num_layers * layer + head + _small_kernels_s(model, tables, m) + overhead(model)
+    return model.num_layers * layer + head + _small_kernels_s(model, tables, m)
 
 
-# Grid the composed samples cover: the shapes a serving instance meets.
-COMPOSE_PROMPT_TOKENS = (128, 256, 512, 1024, 2048, 3072, 4096, 6144, 8192)
+# Grid the composed samples cover: the shapes a serving instance meets (prefill chunks stop at
+# vLLM's default max_num_batched_tokens, 8192).
+COMPOSE_PROMPT_TOKENS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 COMPOSE_DECODE_SEQS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256)
 COMPOSE_CONTEXT_PER_SEQ = (128, 512, 1024, 2048, 4096, 8192)
 
 
 def compose_samples(model: ModelSpec, tables: KernelTables, tp: int,
-                    overhead: StepOverhead = StepOverhead(), max_context_tokens: float | None = None) -> StepSamples:
+                    max_context_tokens: float | None = None) -> StepSamples:
     """Step samples of `model` at TP `tp` composed from the kernel tables on the standard grid.
 
-    Decode points whose total context exceeds `max_context_tokens` (the KV cache) are skipped:
-    an instance never runs them.
+    Prompts and contexts stop at the model's max_model_len; decode points whose total context
+    exceeds `max_context_tokens` (the instance's KV cache) are skipped: an instance never runs them.
     """
     prefill = tuple(
-        PrefillSample(n, 1, compose_prefill_s(model, tables, tp, 1, n, overhead)) for n in COMPOSE_PROMPT_TOKENS
+        PrefillSample(n, 1, compose_prefill_s(model, tables, tp, 1, n))
+        for n in COMPOSE_PROMPT_TOKENS
+        if n <= model.max_model_len
     )
     decode = []
     for b in COMPOSE_DECODE_SEQS:
         for s in COMPOSE_CONTEXT_PER_SEQ:
-            if max_context_tokens is not None and b * s > max_context_tokens:
+            if s > model.max_model_len or (max_context_tokens is not None and b * s > max_context_tokens):
                 continue
-            decode.append(DecodeSample(b, b * s, compose_decode_s(model, tables, tp, b, s, overhead)))
+            decode.append(DecodeSample(b, b * s, compose_decode_s(model, tables, tp, b, s)))
     return StepSamples(
         model.name, tables.accelerator, tp, "aiconfigurator vllm-0.14.0 kernels (composed)", "vllm-0.14",
         prefill, tuple(decode),
     )
+
+
+def collect_samples(data_dir: Path, catalog: "Catalog", tp_degrees: Sequence[int] = (1, 2, 4, 8)) -> list[StepSamples]:
+    """Every sample set the shipped profiles are fitted on.
+
+    Measured steps from helix-profiles and splitwise-perf, plus, on each GPU with vLLM kernel
+    tables, composed steps for every catalog model and TP degree whose weights and one
+    max_model_len request fit (90% memory utilisation, 1.5 GiB reserve: the engine defaults).
+    """
+    from hetserve.model.memory import memory_fit
+
+    data_dir = Path(data_dir)
+    out = read_helix(data_dir) + read_splitwise(data_dir)
+    for gpu, accel_name in KERNEL_GPUS.items():
+        tables = read_kernel_tables(data_dir, gpu)
+        accel = catalog.accelerator(accel_name)
+        for model in catalog.models.values():
+            if model.num_params_b < 1:
+                continue  # test-only toy models
+            for tp in tp_degrees:
+                fit = memory_fit(model, accel, tp, 0.9, 1.5, model.max_model_len)
+                if fit.feasible:
+                    out.append(compose_samples(model, tables, tp, fit.kv_capacity_tokens))
+    return out

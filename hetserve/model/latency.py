@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from hetserve.config import AcceleratorSpec, ModelSpec
+from hetserve.config import DTYPE_BYTES, AcceleratorSpec, ModelSpec
 from hetserve.records import LatencyCoeffs, LatencyProfile
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ __all__ = [
     "fit_efficiency",
     "fit_prefill",
     "fit_profile",
+    "fit_profiles",
+    "kv_read_prior",
     "load_profiles",
     "rescale",
     "roofline_coeffs",
@@ -191,29 +193,62 @@ def fit_profile(
     return profile, {"prefill": err_p, "decode": err_d}
 
 
+# Fraction of peak bandwidth that decode attention reaches reading the KV cache: 77-91% on
+# A100/H100/H200/L40S in the vLLM kernel tables (aiconfigurator README, batch 64, 4k context).
+KV_READ_EFFICIENCY = 0.8
+
+
+def kv_read_prior(model: ModelSpec, accel: AcceleratorSpec, tp: int) -> float:
+    """c_d when the data cannot separate it: the KV bytes of one token read at 80% of peak."""
+    return model.kv_bytes_per_token / (tp * accel.mem_bw_gbps * 1e9 * KV_READ_EFFICIENCY)
+
+
+def fit_profiles(
+    samples: Iterable["StepSamples"],
+    models: Mapping[str, ModelSpec],
+    accelerators: Mapping[str, AcceleratorSpec],
+    holdout_every: int = 5,
+) -> list[tuple[LatencyProfile, dict[str, np.ndarray]]]:
+    """`fit_profile` over many sample sets, with the KV-read prior of each one's model and type."""
+    out = []
+    for s in samples:
+        prior = kv_read_prior(models[s.model], accelerators[s.accelerator], s.tp)
+        out.append(fit_profile(s, c_d_prior=prior, holdout_every=holdout_every))
+    return out
+
+
 def _comm_s(model: ModelSpec, tp: int) -> float:
     return 2 * model.num_layers * ALLREDUCE_LATENCY_S if tp > 1 else 0.0
+
+
+def _comm_per_token_s(model: ModelSpec, accel: AcceleratorSpec, tp: int) -> float:
+    """All-reduce traffic of one token: two all-reduces of hidden bf16 values per layer, of which a
+    ring moves 2(t-1)/t per device over the interconnect. Matters on PCIe types (L40S, L4, A10)."""
+    if tp <= 1:
+        return 0.0
+    per_token_bytes = 2 * model.num_layers * model.hidden_size * 2.0 * 2 * (tp - 1) / tp
+    return per_token_bytes / (accel.interconnect_gbps * 1e9)
 
 
 def roofline_coeffs(model: ModelSpec, accel: AcceleratorSpec, tp: int) -> LatencyCoeffs:
     """Roofline prior: decode streams the weights and the KV, prefill is FLOP-bound.
 
-    b_d ~ W/(t*BW*eta_bw) + overhead + all-reduces, c_d ~ kv_bytes/(t*BW*eta_bw),
-    a_p ~ 2*params/(t*FLOPs*eta_flops), q_p ~ 2*layers*heads*head_dim/(t*FLOPs*eta_flops)
-    (causal attention: QK^T and PV, half the square), a_d ~ a_p (one token's FLOPs per sequence;
-    an upper bound while decode GEMMs are bandwidth-bound). eta are per-type factors fitted from
-    measured data (data/efficiency.json, merged into the catalog). Compute is priced at the bf16
-    peak whatever the weight dtype.
+    b_d ~ W/(t*BW*eta_bw) + overhead + all-reduce latency, c_d ~ kv_bytes/(t*BW*eta_bw),
+    a_p ~ 2*params/(t*FLOPs*eta_flops) + all-reduce traffic per token,
+    q_p ~ 2*layers*heads*head_dim/(t*FLOPs*eta_flops) (causal attention: QK^T and PV, half the
+    square), a_d ~ a_p (one token's FLOPs per sequence; an upper bound while decode GEMMs are
+    bandwidth-bound). eta are per-type factors fitted from measured data (data/efficiency.json,
+    merged into the catalog). Compute is priced at the bf16 peak whatever the weight dtype.
     """
     bw = accel.mem_bw_gbps * 1e9 * accel.eta_bw * tp
     flops = accel.peak_tflops * 1e12 * accel.eta_flops * tp
     overhead = accel.step_overhead_ms / 1e3
     comm = _comm_s(model, tp)
-    per_token_flops = 2.0 * model.num_params_b * 1e9
+    per_token = 2.0 * model.num_params_b * 1e9 / flops + _comm_per_token_s(model, accel, tp)
     return LatencyCoeffs(
-        a_p=per_token_flops / flops,
+        a_p=per_token,
         b_p=overhead + comm,
-        a_d=per_token_flops / flops,
+        a_d=per_token,
         c_d=model.kv_bytes_per_token / bw,
         b_d=model.weight_bytes / bw + overhead + comm,
         q_p=2.0 * model.num_layers * model.num_heads * model.head_dim / flops,
@@ -225,27 +260,37 @@ def rescale(
 ) -> LatencyCoeffs:
     """Carry a profile of `src` over to `dst` on the same accelerator and TP.
 
-    Decode's constant b_d is the weight stream plus a fixed part (engine overhead `fixed_s` and the
-    per-layer all-reduces at this TP); only the weight stream scales with weight bytes, the
-    all-reduces with layers. a_p and a_d scale with weight bytes (FLOPs per token follow the
-    parameters, and FP8 GEMMs run at twice the bf16 rate where FP8 halves the bytes), c_d with
-    KV bytes per token, the quadratic attention term with layers x heads x head_dim. The identity
-    when src is dst.
+    The constants b_d and b_p are a weight stream plus a fixed part: the engine overhead
+    `fixed_s` and the per-layer all-reduces at this TP. Only the stream scales with weight bytes
+    (on slow-memory types such as L4 a short prefill is weight-bound too); the fixed part scales
+    with layers (it is mostly per-layer kernel launches and small kernels: Helix measured it per
+    layer, and the composed profiles add it per layer), the all-reduces with layers. a_p and a_d
+    scale with weight bytes (FLOPs per token follow the parameters, and FP8 GEMMs run at twice the
+    bf16 rate where FP8 halves the bytes), c_d with KV bytes per token, the quadratic attention
+    term with layers x heads x head_dim. The identity when src is dst.
     """
     w = dst.weight_bytes / src.weight_bytes
     kv = dst.kv_bytes_per_token / src.kv_bytes_per_token
     att = (dst.num_layers * dst.num_heads * dst.head_dim) / (src.num_layers * src.num_heads * src.head_dim)
     comm_src, comm_dst = _comm_s(src, tp), _comm_s(dst, tp)
-    stream = max(0.0, coeffs.b_d - fixed_s - comm_src)
-    b_d = max(0.0, coeffs.b_d - stream - comm_src + comm_dst) + stream * w
+    layers = dst.num_layers / src.num_layers
+
+    def constant(value: float) -> float:
+        stream = max(0.0, value - fixed_s - comm_src)
+        fixed = max(0.0, value - stream - comm_src)
+        return fixed * layers + comm_dst + stream * w
+
     return LatencyCoeffs(
         a_p=coeffs.a_p * w,
-        b_p=coeffs.b_p,
+        b_p=constant(coeffs.b_p),
         a_d=coeffs.a_d * w,
         c_d=coeffs.c_d * kv,
-        b_d=b_d,
+        b_d=constant(coeffs.b_d),
         q_p=coeffs.q_p * att,
     )
+
+
+REFERENCE_PROMPT_TOKENS = 2048
 
 
 def fit_efficiency(
@@ -255,10 +300,12 @@ def fit_efficiency(
 ) -> dict[str, dict[str, float]]:
     """Per accelerator type: eta_bw, eta_flops and step_overhead_ms implied by its fitted profiles.
 
-    For each profile of a bf16/fp16 model, x = W/(t*BW_peak) is the weight stream at peak
-    bandwidth; across the type's profiles b_d - all-reduces = x/eta_bw + overhead (least squares,
-    both >= 0; with a single distinct x the overhead is taken as 0 and eta_bw absorbs it).
-    eta_flops is the median of 2*params/(t*FLOPs_peak*a_p). Factors are clipped to [0.05, 1].
+    Uses the type's single-device profiles of bf16/fp16 models when it has two models or more of
+    them, else all its profiles. x = W/(t*BW_peak) is the weight stream at peak bandwidth; across
+    the profiles b_d - all-reduce latency = x/eta_bw + overhead (least squares, both >= 0; with a
+    single distinct x the overhead is taken as 0 and eta_bw absorbs it). eta_flops is the median
+    FLOP rate on a 2048-token prompt (less overhead and all-reduce traffic) over peak. Factors are
+    clipped to [0.05, 1].
     """
     by_type: dict[str, list[tuple[ModelSpec, LatencyProfile]]] = {}
     for p in profiles:
@@ -269,6 +316,12 @@ def fit_efficiency(
     out: dict[str, dict[str, float]] = {}
     for name, items in sorted(by_type.items()):
         accel = accelerators[name]
+        # Single-device profiles when there are at least two models of them: with TP the
+        # all-reduces (latency well above the roofline's floor on PCIe types) blur the split
+        # between bandwidth and overhead.
+        single = [(m, p) for m, p in items if p.tp == 1]
+        if len({m.name for m, _ in single}) >= 2:
+            items = single
         x = np.array([m.weight_bytes / (p.tp * accel.mem_bw_gbps * 1e9) for m, p in items])
         y = np.array([p.coeffs.b_d - _comm_s(m, p.tp) for m, p in items])
         if np.ptp(x) > 1e-6 * x.mean():
@@ -276,11 +329,15 @@ def fit_efficiency(
         else:
             slope, overhead = float(np.median(y / x)), 0.0
         eta_bw = 1.0 / slope if slope > 0 else 1.0
-        flops = [
-            2.0 * m.num_params_b * 1e9 / (p.tp * accel.peak_tflops * 1e12 * p.coeffs.a_p)
-            for m, p in items
-            if p.coeffs.a_p > 0
-        ]
+        # Prefill compute efficiency: the FLOP rate a profile achieves on a 2048-token prompt, less
+        # the type's overhead (the roofline's prefill form: a_p*N + overhead).
+        flops = []
+        for m, p in items:
+            compute_s = p.coeffs.prefill_s(REFERENCE_PROMPT_TOKENS) - overhead
+            compute_s -= REFERENCE_PROMPT_TOKENS * _comm_per_token_s(m, accel, p.tp)
+            if compute_s > 0:
+                work = 2.0 * m.num_params_b * 1e9 * REFERENCE_PROMPT_TOKENS
+                flops.append(work / (p.tp * accel.peak_tflops * 1e12 * compute_s))
         out[name] = {
             "eta_bw": float(np.clip(eta_bw, 0.05, 1.0)),
             "eta_flops": float(np.clip(np.median(flops), 0.05, 1.0)) if flops else 0.5,
@@ -353,7 +410,8 @@ class LatencyModel:
             src = self._models.get(p.model)
             if src is None:
                 continue
-            dist = abs(np.log(model.weight_bytes / src.weight_bytes)) + (0.0 if src.dtype == model.dtype else 1.0)
+            same_width = DTYPE_BYTES[src.dtype] == DTYPE_BYTES[model.dtype]
+            dist = abs(np.log(model.weight_bytes / src.weight_bytes)) + (0.0 if same_width else 1.0)
             if best is None or dist < best[0]:
                 best = (dist, p, src)
         if best is not None:
