@@ -131,7 +131,7 @@ class Plan:
     deployments: tuple[DeploymentPlan, ...]
     runners_up: tuple["RunnerUp", ...] = field(default=())
     infeasible: tuple[str, ...] = field(default=())  # nodes left idle and why
-    price_per_hour: float = 0.0  # accelerators used x their catalog price
+    price_per_hour: float = 0.0  # used nodes x their accelerators x catalog price (a node is paid whole)
     notes: tuple[str, ...] = field(default=())  # caveats of the search (e.g. optimality not proven)
 
     @property

@@ -69,10 +69,12 @@ class DegreeCheck:
 
 @dataclass(frozen=True, slots=True)
 class NodeOption:
-    """One way to split a node into instances: a multiset of TP degrees summing to the count."""
+    """One way to split a node into instances: a multiset of TP degrees (summing to the count,
+    or, with mixed partitions, leaving fewer idle accelerators than the smallest usable degree)."""
 
     partition: tuple[int, ...]  # TP degrees, largest first
     output_tokens_per_s: float  # the whole node
+    num_idle: int = 0  # accelerators no usable degree fits (mixed partitions only)
 
     @property
     def num_instances(self) -> int:
@@ -82,11 +84,13 @@ class NodeOption:
     def label(self) -> str:
         if len(set(self.partition)) == 1:
             n = len(self.partition)
-            return f"TP{self.partition[0]}" + (f" x{n}" if n > 1 else "")
-        parts = sorted(set(self.partition), reverse=True)
-        return "+".join(
-            f"TP{t}" if self.partition.count(t) == 1 else f"{self.partition.count(t)}xTP{t}" for t in parts
-        )
+            text = f"TP{self.partition[0]}" + (f" x{n}" if n > 1 else "")
+        else:
+            parts = sorted(set(self.partition), reverse=True)
+            text = "+".join(
+                f"TP{t}" if self.partition.count(t) == 1 else f"{self.partition.count(t)}xTP{t}" for t in parts
+            )
+        return text + (f" ({self.num_idle} idle)" if self.num_idle else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,20 +133,30 @@ def group_pools(nodes: Sequence[Node]) -> tuple[Pool, ...]:
 
 
 def partitions(total: int, parts: Sequence[int]) -> Iterator[tuple[int, ...]]:
-    """Multisets of `parts` summing exactly to `total`, each largest first, in a fixed order."""
+    """Maximal multisets of `parts` (largest first) fitting in `total`, in a fixed order.
+
+    Maximal: what is left over is smaller than the smallest part, so no further instance fits.
+    When the parts can fill `total` exactly these are exact partitions such as 4+2+2 of 8; when
+    they cannot (usable TP 4 on a node of 6) the leftover accelerators stay idle.
+    """
     desc = sorted(set(parts), reverse=True)
+    if not desc:
+        return
+    smallest = desc[-1]
 
-    def rec(remaining: int, start: int) -> Iterator[tuple[int, ...]]:
-        if remaining == 0:
-            yield ()
+    def rec(remaining: int, i: int) -> Iterator[tuple[int, ...]]:
+        if i == len(desc):
+            if remaining < smallest:
+                yield ()
             return
-        for i in range(start, len(desc)):
-            p = desc[i]
-            if p <= remaining:
-                for rest in rec(remaining - p, i):
-                    yield (p,) + rest
+        p = desc[i]
+        for k in range(remaining // p, -1, -1):
+            for rest in rec(remaining - k * p, i + 1):
+                yield (p,) * k + rest
 
-    yield from rec(total, 0)
+    for shape in rec(total, 0):
+        if shape:
+            yield shape
 
 
 def _option_key(opt: NodeOption) -> tuple:
@@ -159,8 +173,9 @@ def enumerate_candidates(
     """Every pool's TP degrees (checked) and node options (feasible, best first).
 
     Uniform (default): degrees are the divisors t of the count; the node runs count/t instances of
-    TP t. Mixed: any multiset of usable degrees t <= count (dividing the heads) that sums to the
-    count, such as 4+2+2, so the uniform options are a subset. A degree is usable when it fits
+    TP t. Mixed: any maximal multiset of usable degrees t <= count (dividing the heads), such as
+    4+2+2 on 8, or 4 on 6 with 2 idle when only TP4 and TP5 run; the uniform options are a subset.
+    A used node is priced whole (count x catalog price). A degree is usable when it fits
     memory and holds the longest request, divides the heads, is allowed by the node's
     `tp_degrees` override and (with an SLO) meets it at batch 1 or more.
     """
@@ -211,7 +226,7 @@ def enumerate_candidates(
             value = 0.0
             for t in sorted(set(shape), reverse=True):
                 value += shape.count(t) * usable[t]
-            options.append(NodeOption(shape, value))
+            options.append(NodeOption(shape, value, key.count - sum(shape)))
         options.sort(key=_option_key)
         price = round(cluster.catalog.accelerator(key.accelerator).price_per_hour * MICRO_USD) * key.count
         out.append(PoolCandidates(pool, tuple(degrees), tuple(options), price))

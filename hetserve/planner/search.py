@@ -220,6 +220,11 @@ def _build_plan(
         for name in names[:k]:
             assignment[name] = (c, c.best)
         price += k * c.price_per_node_micro_usd
+        if k and c.best.num_idle:
+            idle.append(
+                f"{_names(names[:k])} ({c.pool.label}): {c.best.num_idle} of {c.pool.key.count} accelerators "
+                f"idle each, no usable TP degree fits them ({c.best.label})"
+            )
         rest = names[k:]
         if not rest:
             continue
