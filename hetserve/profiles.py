@@ -351,6 +351,7 @@ class KernelTables:
     small_kernel_s: float  # the shortest kernels' time: tiny bf16 GEMMs (m <= 16, n, k <= 1024)
     fp8_quant_s: float  # what an FP8 GEMM adds over bf16 at those shapes: activation quantisation
     peak_stream_bytes_per_s: float  # best weight-streaming rate of a bf16 GEMM at m = 1
+    count_untimed_kernels: bool = True  # add the element-wise kernels the tables do not time
 
     def gemm_s(self, m: float, n: float, k: float, dtype: str) -> float:
         """Linear-layer time. FP8 GEMMs were timed with their own activation-quantisation kernel,
@@ -441,6 +442,8 @@ def _small_kernels_s(model: ModelSpec, tables: KernelTables, num_tokens: float) 
     """The untimed element-wise kernels: each costs the shortest measured kernel time, or its
     activation traffic (read + write of tokens x hidden bf16 values) at the GEMMs' best
     bandwidth when that is longer (long prefills)."""
+    if not tables.count_untimed_kernels:
+        return 0.0
     traffic_s = 2 * 2 * num_tokens * model.hidden_size / tables.peak_stream_bytes_per_s
     per_kernel = max(tables.small_kernel_s, traffic_s)
     return (model.num_layers * NON_GEMM_KERNELS_PER_LAYER + NON_GEMM_KERNELS_PER_STEP) * per_kernel
