@@ -66,11 +66,12 @@ def _fits_nowhere(cluster: Cluster, cands: Sequence[PoolCandidates], objective: 
     for c in cands:
         why = "; ".join(f"TP{d.tp}: {d.reason}" for d in c.degrees)
         lines.append(f"  {c.pool.label} ({c.pool.num_nodes} node{'s' if c.pool.num_nodes > 1 else ''}): {why}")
-    max_tp = max(c.pool.key.count for c in cands)
-    lines.append(
-        f"  (largest node has {max_tp} accelerators, so TP > {max_tp} is impossible; use larger nodes, "
-        "a smaller model or a lower-precision dtype)"
-    )
+    if any("weights need" in d.reason or "KV cache holds" in d.reason for c in cands for d in c.degrees):
+        max_tp = max(c.pool.key.count for c in cands)
+        lines.append(
+            f"  (TP is limited to one node's accelerators, at most {max_tp} here; use larger nodes, "
+            "a smaller model or a lower-precision dtype)"
+        )
     return ConfigError("\n".join(lines))
 
 
@@ -148,7 +149,7 @@ def _cost_choice(
         if not k:
             continue
         label = cands[i].pool.label
-        sub_idx, sub_items = _feasible_items(cands, exclude=i)
+        _, sub_items = _feasible_items(cands, exclude=i)
         alt = cheapest_cover(sub_items, target)
         if alt is None:
             runners.append(RunnerUp(f"without the {label} pool", 0.0,
