@@ -1,0 +1,108 @@
+"""Steady-state throughput of one instance (hetserve.model.throughput): sanity and SLO caps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hetserve.catalog import default_catalog
+from hetserve.config import SLOSpec
+from hetserve.model.latency import LatencyModel
+from hetserve.model.throughput import Workload, predict_instance, steady_state
+from hetserve.records import LatencyCoeffs
+
+COEFFS = LatencyCoeffs(a_p=20e-6, b_p=3e-3, a_d=15e-6, c_d=40e-9, b_d=8e-3, q_p=1e-9)
+WORKLOAD = Workload(mean_input_tokens=1000, mean_output_tokens=250, max_request_tokens=4096)
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return default_catalog()
+
+
+def test_steady_state_matches_the_design_formula():
+    b, l_in, l_out = 32, 1000.0, 250.0
+    state = steady_state(COEFFS, b, WORKLOAD)
+    t_d = COEFFS.a_d * b + COEFFS.c_d * b * (l_in + l_out / 2) + COEFFS.b_d
+    t_p = COEFFS.a_p * l_in + COEFFS.q_p * l_in**2 + COEFFS.b_p
+    x_req = b / (l_out * t_d + b * t_p)
+    assert state.requests_per_s == pytest.approx(x_req)
+    assert state.output_tokens_per_s == pytest.approx(x_req * l_out)
+    assert state.tpot_s == pytest.approx(t_d + b / l_out * t_p)
+
+
+def test_bigger_batches_raise_throughput_and_tpot():
+    states = [steady_state(COEFFS, b, WORKLOAD) for b in (1, 2, 4, 8, 16, 64, 256)]
+    tput = [s.output_tokens_per_s for s in states]
+    tpot = [s.tpot_s for s in states]
+    assert tput == sorted(tput) and tput[0] < tput[-1]
+    assert tpot == sorted(tpot) and tpot[0] < tpot[-1]
+
+
+def test_more_memory_never_means_fewer_tokens_per_second(catalog):
+    model = catalog.model("llama-3.1-8b")
+    base = catalog.accelerator("L40S")
+    coeffs = LatencyModel.default().coeffs(model, base, 1)
+    previous = -1.0
+    for memory_gib in (20, 24, 32, 48, 80, 141):
+        accel = base.model_copy(update={"memory_gib": float(memory_gib)})
+        pred = predict_instance(model, accel, coeffs, 1, 256, 0.9, 1.5, WORKLOAD)
+        assert pred.feasible
+        assert pred.output_tokens_per_s >= previous
+        previous = pred.output_tokens_per_s
+    assert previous > 0
+
+
+def test_batch_is_capped_by_kv_capacity_and_max_num_seqs(catalog):
+    model, accel = catalog.model("llama-3.1-8b"), catalog.accelerator("L4")
+    coeffs = LatencyModel.default().coeffs(model, accel, 1)
+    pred = predict_instance(model, accel, coeffs, 1, 512, 0.9, 1.5, WORKLOAD)
+    assert pred.feasible
+    assert pred.batch_size == math.floor(pred.kv_capacity_tokens / 1250)
+    capped = predict_instance(model, accel, coeffs, 1, 4, 0.9, 1.5, WORKLOAD)
+    assert capped.batch_size == 4
+
+
+def test_tpot_slo_caps_the_batch_and_is_met(catalog):
+    model, accel = catalog.model("llama-3.1-8b"), catalog.accelerator("H100-SXM5-80GB")
+    coeffs = LatencyModel.default().coeffs(model, accel, 1)
+    free = predict_instance(model, accel, coeffs, 1, 256, 0.9, 1.5, WORKLOAD)
+    slo_ms = free.tpot_s * 1e3 / 2
+    capped = predict_instance(model, accel, coeffs, 1, 256, 0.9, 1.5, WORKLOAD, SLOSpec(tpot_ms=slo_ms))
+    assert capped.feasible
+    assert capped.batch_size < free.batch_size
+    assert capped.tpot_s * 1e3 <= slo_ms
+    # the cap is the largest batch that meets it
+    assert steady_state(coeffs, capped.batch_size + 1, WORKLOAD).tpot_s * 1e3 > slo_ms
+    assert capped.output_tokens_per_s < free.output_tokens_per_s
+
+
+def test_ttft_slo_caps_the_batch_and_is_met(catalog):
+    model, accel = catalog.model("qwen2.5-32b"), catalog.accelerator("H100-SXM5-80GB")
+    coeffs = LatencyModel.default().coeffs(model, accel, 2)
+    free = predict_instance(model, accel, coeffs, 2, 256, 0.9, 1.5, WORKLOAD)
+    slo_ms = (free.ttft_s * 1e3 + steady_state(coeffs, 1, WORKLOAD).ttft_s * 1e3) / 2
+    capped = predict_instance(model, accel, coeffs, 2, 256, 0.9, 1.5, WORKLOAD, SLOSpec(ttft_ms=slo_ms))
+    assert capped.feasible and capped.ttft_s * 1e3 <= slo_ms and capped.batch_size < free.batch_size
+
+
+def test_unreachable_slo_is_infeasible_with_a_reason(catalog):
+    model, accel = catalog.model("llama-3.1-8b"), catalog.accelerator("T4")
+    coeffs = LatencyModel.default().coeffs(model, accel, 2)
+    pred = predict_instance(model, accel, coeffs, 2, 256, 0.9, 1.5, WORKLOAD, SLOSpec(tpot_ms=1.0))
+    assert not pred.feasible
+    assert "SLO unreachable" in pred.reason
+    assert pred.output_tokens_per_s == 0.0
+
+
+def test_faster_accelerator_predicts_more_throughput(catalog):
+    """Same model and TP: the fitted profiles order H200 > H100 > A100 > L40S on tokens/s."""
+    model = catalog.model("llama-3.1-8b")
+    latency = LatencyModel.default()
+    tput = {}
+    for name in ("H200-SXM-141GB", "H100-SXM5-80GB", "A100-SXM4-80GB", "L40S"):
+        accel = catalog.accelerator(name)
+        tput[name] = predict_instance(model, accel, latency.coeffs(model, accel, 1), 1, 256, 0.9, 1.5,
+                                      WORKLOAD).output_tokens_per_s
+    assert tput["H200-SXM-141GB"] > tput["H100-SXM5-80GB"] > tput["A100-SXM4-80GB"] > tput["L40S"]
