@@ -28,7 +28,7 @@ import numpy as np
 from hetserve.catalog import default_catalog
 from hetserve.model.latency import LatencyModel, fit_profile, fit_profiles, load_profiles, roofline_coeffs
 from hetserve.model.throughput import Workload, steady_state
-from hetserve.profiles import collect_samples, compose_samples, read_kernel_tables
+from hetserve.profiles import collect_samples, compose_samples, read_argonne_relative_speed, read_kernel_tables
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMS = {"h100_sxm": "H100-SXM5-80GB", "h200_sxm": "H200-SXM-141GB"}
@@ -288,6 +288,42 @@ def section_ablations(rows: list[SiliconRow], catalog, data_dir: Path) -> list[s
     ]
 
 
+def section_relative_speed(data_dir: Path, catalog, latency: LatencyModel) -> list[str]:
+    """A100 vs H100 as the shipped model sees it, against argonne's measured vLLM ratios."""
+    argonne = read_argonne_relative_speed(data_dir)
+    if "A100-SXM4-80GB" not in argonne:
+        return []
+    rel = argonne["A100-SXM4-80GB"]
+    h100, a100 = catalog.accelerator("H100-SXM5-80GB"), catalog.accelerator("A100-SXM4-80GB")
+    out = [
+        "## (d) Cross-check: A100 vs H100 speed ratio",
+        "",
+        "Argonne's vLLM (2024 build) runs measure how much slower the A100-80GB is than the H100 on the",
+        "same work (never fitted; MI300X's factors are derived from the same kind of ratio). The shipped",
+        "model's ratio for the argonne models the catalog has, TP 1:",
+        "",
+        "| model | decode step, batch 1, 1k context | prefill 16 x 1024 tokens |",
+        "|---|---:|---:|",
+    ]
+    for name in ("llama-3.1-8b", "llama-2-7b", "mistral-7b"):
+        model = catalog.model(name)
+        h, a = latency.coeffs(model, h100, 1), latency.coeffs(model, a100, 1)
+        out.append(
+            f"| {name} | x{a.decode_s(1, 1024) / h.decode_s(1, 1024):.2f} | "
+            f"x{a.prefill_s(16 * 1024) / h.prefill_s(16 * 1024):.2f} |"
+        )
+    out += [
+        f"| argonne measured (median) | x{rel.decode_ratio:.2f} ({rel.num_decode_pairs} pairs, whole batch-1 runs) "
+        f"| x{rel.prefill_ratio:.2f} ({rel.num_prefill_pairs} pairs, TTFT) |",
+        "",
+        "The model's decode ratio is larger: it follows the vLLM 0.14 kernels (A100 streams weights at",
+        "~78% of its 2.0 TB/s, the H100 at ~90% of 3.35 TB/s), while the 2024 build's fixed per-step CPU",
+        "time, the same on both, compresses the measured ratio.",
+        "",
+    ]
+    return out
+
+
 def _sweep_files(rows: list[SiliconRow]) -> set[str]:
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
@@ -319,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += section_heldout(args.data, catalog)
     lines += val_lines
     lines += section_ablations(rows, catalog, args.data)
+    lines += section_relative_speed(args.data, catalog, latency)
     lines += NOTES
     args.out.write_text("\n".join(lines) + "\n")
     print(
@@ -339,12 +376,14 @@ NOTES = [
     "- The validation rows were never used to fit a coefficient. They were used to choose between",
     "  model structures (section c), as the brief allows; the table shows each choice's effect.",
     "- The two small campaigns (Llama-3.1-8B-FP8 on H200, Qwen3-32B-FP8 on H100; 24 rows, odd",
-    "  concurrencies, isl 1000-8000 with osl 100-2000) are over-predicted 1.4-4x. Their predictions",
-    "  are dominated by the prefill-stall term, and the measured TPOTs leave less time for prefills",
-    "  than the model's T_p needs (prefill time share near or above 100%; for the 8B rows up to ~96%",
-    "  of FP8 peak). Something the rows do not record must differ: prefix-cache hits, an FP8 KV",
-    "  cache, or runs not in closed-loop steady state. They are reported, not removed; the two sweep",
-    "  campaigns (195 rows) are the cleaner test.",
+    "  concurrencies, isl 1000-8000 with osl 100-2000) are over-predicted 1.4-4x, mostly through the",
+    "  prefill-stall term. For the 8B rows the prefills alone would take a median 174% of wall time at",
+    "  the model's T_p (up to ~96% of FP8 peak FLOP/s). For the Qwen3-32B-FP8 rows at TP 1 and 2,",
+    "  reading the FP8 weights and a bf16 KV cache once per decode step at full peak bandwidth",
+    "  already takes longer than the measured TPOT (18.2 vs 16.9 ms, 13.3 vs 11.6 ms). Something the",
+    "  rows do not record must differ: prefix-cache hits, an FP8 KV cache, or runs not in closed-loop",
+    "  steady state. They are reported, not removed; the two sweep campaigns (195 rows) are the",
+    "  cleaner test.",
 ]
 
 

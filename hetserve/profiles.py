@@ -29,11 +29,13 @@ __all__ = [
     "DecodeSample",
     "KernelTables",
     "PrefillSample",
+    "RelativeSpeed",
     "StepSamples",
     "collect_samples",
     "compose_samples",
     "intermediate_size",
     "read_helix",
+    "read_argonne_relative_speed",
     "read_kernel_tables",
     "read_splitwise",
 ]
@@ -192,6 +194,60 @@ def _merge_prefill(samples: Iterable[PrefillSample]) -> tuple[PrefillSample, ...
     for s in samples:
         groups[(s.num_tokens, s.num_seqs)].append(s.time_s)
     return tuple(PrefillSample(n, b, float(np.mean(ts))) for (n, b), ts in sorted(groups.items()))
+
+
+# --------------------------------------------------------------------------- argonne
+
+
+# Argonne hardware names -> catalog names, for the vendors no other data set covers. (Its MI250 is
+# one GCD as vLLM sees it, not the catalog's two-GCD MI250-OAM package, so it is left out.)
+ARGONNE_HARDWARE: dict[str, str] = {"AMD MI300X GPU": "MI300X", "Nvidia A100 GPU": "A100-SXM4-80GB"}
+ARGONNE_REFERENCE = "Nvidia H100 GPU"
+
+
+@dataclass(frozen=True, slots=True)
+class RelativeSpeed:
+    """Step times of one type relative to the reference type (H100) under the same vLLM build."""
+
+    accelerator: str
+    decode_ratio: float  # median latency ratio of batch-1 static runs (decode-bound)
+    prefill_ratio: float  # median TTFT ratio, 16 prompts x 1024 tokens (prefill-bound)
+    num_decode_pairs: int
+    num_prefill_pairs: int
+
+
+def read_argonne_relative_speed(data_dir: Path) -> dict[str, RelativeSpeed]:
+    """argonne-llm-inference-bench -> how much slower each type ran than the H100, vLLM rows only.
+
+    Pairs rows with the same model, device count, lengths and batch. Batch-1 runs of in = out
+    tokens spend nearly all their time in decode steps; the TTFT table times 16 x 1024-token
+    prefills. Both are 2024 vLLM builds (ROCm for AMD), so the ratios say how the types compare
+    under one engine generation, not how fast today's engine is on either.
+    """
+    root = Path(data_dir) / "argonne-llm-inference-bench"
+    latency: dict[tuple, float] = {}
+    with (root / "All_results.csv").open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r.get("Framework") != "vLLM" or r.get("Batch Size") != "1":
+                continue
+            latency[(r["Hardware"], r["Model"], r["Num of Hardware"], r["Input Output Length"])] = float(r["Latency"])
+    ttft: dict[tuple, float] = {}
+    with (root / "all_results_TTFT_ITL.csv").open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r.get("Framework") != "vLLM":
+                continue
+            ttft[(r["Hardware"], r["Model"], r["Num of Hardware"], r["Input Length"], r["Batch Size"])] = float(
+                r["TTFT Latency"]
+            )
+    out = {}
+    for hardware, accel in ARGONNE_HARDWARE.items():
+        dec = [v / latency[(ARGONNE_REFERENCE,) + k[1:]] for k, v in latency.items()
+               if k[0] == hardware and (ARGONNE_REFERENCE,) + k[1:] in latency]
+        pre = [v / ttft[(ARGONNE_REFERENCE,) + k[1:]] for k, v in ttft.items()
+               if k[0] == hardware and (ARGONNE_REFERENCE,) + k[1:] in ttft]
+        if dec and pre:
+            out[accel] = RelativeSpeed(accel, float(np.median(dec)), float(np.median(pre)), len(dec), len(pre))
+    return out
 
 
 # --------------------------------------------------------------------------- aiconfigurator kernels

@@ -5,7 +5,8 @@
 Fits one latency profile per (model, accelerator type, TP) and data set (hetserve/profiles.py
 says what each data set contributes), holding out every 5th row to measure the fit, then derives
 per-type efficiency factors (eta_bw, eta_flops, step_overhead_ms) from the preferred profiles.
-Types without data get the median of the fitted types as a prior. Never reads
+MI300X, which has no step data, gets the H100's factors scaled by its relative speed in argonne's
+vLLM runs; other types without data get the median of the types above as a prior. Never reads
 aiconfigurator/silicon_sample.csv (validation data, see benchmarks/model_accuracy.py).
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from hetserve.catalog import default_catalog
 from hetserve.model.latency import ENGINE_PREFERENCE, LatencyModel, fit_efficiency, fit_profiles
-from hetserve.profiles import collect_samples
+from hetserve.profiles import ARGONNE_REFERENCE, collect_samples, read_argonne_relative_speed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,7 +59,27 @@ def main(argv: list[str] | None = None) -> int:
         key: round(float(np.median([t[key] for t in types.values()])), 4)
         for key in ("eta_bw", "eta_flops", "step_overhead_ms")
     }
-    default["source"] = f"median of the {len(types)} fitted types"
+    default["source"] = f"median of the {len(types)} types fitted on step data"
+    # Types with no step data but a relative speed in argonne's vLLM runs: the H100's factors
+    # scaled by how much slower the type ran under the same vLLM build.
+    reference = "H100-SXM5-80GB"
+    for name, rel in read_argonne_relative_speed(args.data).items():
+        if name in types or name not in catalog.accelerators or reference not in types:
+            continue
+        ref, ref_spec, spec = types[reference], catalog.accelerator(reference), catalog.accelerator(name)
+        types[name] = {
+            "eta_bw": float(np.clip(ref["eta_bw"] * ref_spec.mem_bw_gbps / (spec.mem_bw_gbps * rel.decode_ratio), 0.05, 1)),
+            "eta_flops": float(np.clip(
+                ref["eta_flops"] * ref_spec.peak_tflops / (spec.peak_tflops * rel.prefill_ratio), 0.05, 1)),
+            "step_overhead_ms": round(ref["step_overhead_ms"] * rel.decode_ratio, 3),
+            "num_profiles": 0,
+            "source": (
+                f"{reference} factors scaled by argonne-llm-inference-bench vLLM (2024 build) relative speed "
+                f"vs {ARGONNE_REFERENCE}: decode x{rel.decode_ratio:.2f} ({rel.num_decode_pairs} pairs), "
+                f"prefill x{rel.prefill_ratio:.2f} ({rel.num_prefill_pairs} pairs)"
+            ),
+        }
+
     for entry in types.values():
         for key in ("eta_bw", "eta_flops"):
             entry[key] = round(entry[key], 4)
