@@ -4,7 +4,10 @@ Readers for the published data under `../shared/data` (see each folder's README)
   * helix-profiles   vLLM 0.4 per-layer prefill/decode times, A100-40GB, L4, T4, V100 (TP 1/2/4);
   * splitwise-perf   whole-model prompt and decode-iteration times, A100-80GB, H100 (TP 2/4/8);
   * aiconfigurator   vLLM 0.14 operator latencies (GEMM, attention, all-reduce) on A100-SXM,
-                     H100-SXM, H200-SXM, L40S, composed layer by layer into step times.
+                     H100-SXM, H200-SXM, L40S, composed layer by layer into step times;
+  * argonne          relative speed of types no other set covers (MI300X), vLLM vs vLLM.
+vidur-profiling is not used: its attention timings are missing and its MLP timings (sarathi
+kernels) add nothing the vLLM kernel tables do not cover on A100/H100.
 `aiconfigurator/silicon_sample.csv` is validation data and is never read here.
 Plain Python and numpy; no ray import.
 """
@@ -508,7 +511,7 @@ def _small_kernels_s(model: ModelSpec, tables: KernelTables, num_tokens: float) 
 def _layer_gemms_s(model: ModelSpec, tables: KernelTables, tp: int, m: float) -> float:
     """QKV, output, gate+up and down projections of one layer for m tokens, on one of tp devices."""
     h, hd = model.hidden_size, model.head_dim
-    kv_heads = max(1, model.num_kv_heads // tp) if model.num_kv_heads >= tp else 1
+    _, kv_heads = _heads_per_device(model, tp)
     inter = intermediate_size(model)
     dtype = model.dtype
     return (

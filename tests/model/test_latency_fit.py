@@ -239,3 +239,37 @@ def test_splitwise_reader_drops_runs_longer_than_their_iterations():
     assert all(p.num_seqs < 64 for p in tp2.prefill)
     tp8 = samples[("llama-2-70b", "H100-SXM5-80GB", 8)]
     assert max(d.num_seqs for d in tp8.decode) == 64
+
+
+@needs_data
+def test_kernel_tables_interpolate_and_drop_outliers():
+    from hetserve.profiles import read_kernel_tables
+
+    tables = read_kernel_tables(DATA, "h100_sxm")
+    # a grid point comes back as measured (ms in the table, seconds here)
+    assert tables.gemm_s(1024, 8192, 8192, "bfloat16") == pytest.approx(0.1513e-3, rel=0.01)
+    # H100 bf16 m=2048, n=5120, k=6144 was timed at 0.748 ms, slower than m=4096 (0.314 ms):
+    # cleaned to at most twice the m=1024 time
+    cleaned = tables.gemm_s(2048, 5120, 6144, "bfloat16")
+    assert cleaned <= 2 * tables.gemm_s(1024, 5120, 6144, "bfloat16") * 1.0001
+    assert cleaned < 0.4e-3
+    # between grid points the time lies between its neighbours
+    mid = tables.gemm_s(1536, 8192, 8192, "bfloat16")
+    assert tables.gemm_s(1024, 8192, 8192, "bfloat16") < mid < tables.gemm_s(2048, 8192, 8192, "bfloat16")
+
+
+@needs_data
+def test_composed_steps_grow_with_work_and_shrink_with_tp():
+    from hetserve.profiles import compose_decode_s, compose_prefill_s, read_kernel_tables
+
+    tables = read_kernel_tables(DATA, "h100_sxm")
+    catalog = default_catalog()
+    model = catalog.model("llama-3.1-70b")
+    steps = [compose_decode_s(model, tables, 4, b, 1024) for b in (1, 16, 64, 256)]
+    assert steps == sorted(steps) and steps[0] < steps[-1]
+    assert compose_decode_s(model, tables, 4, 32, 8192) > compose_decode_s(model, tables, 4, 32, 512)
+    assert compose_decode_s(model, tables, 8, 8, 1024) < compose_decode_s(model, tables, 2, 8, 1024)
+    assert compose_prefill_s(model, tables, 4, 1, 4096) > 3 * compose_prefill_s(model, tables, 4, 1, 1024)
+    # FP8 weights halve the bytes streamed per decode step
+    fp8 = catalog.model("llama-3.1-70b-fp8")
+    assert compose_decode_s(fp8, tables, 2, 1, 1024) < 0.8 * compose_decode_s(model, tables, 2, 1, 1024)
