@@ -159,9 +159,11 @@ class LocalCluster:
 
 @dataclass(frozen=True)
 class StopResult:
-    """What `stop_local_cluster` did: PIDs sent SIGTERM, and those that needed SIGKILL."""
+    """What `stop_local_cluster` did: the processes the nodes had, the PIDs it sent SIGTERM (a
+    raylet takes down its workers itself) and those that needed SIGKILL."""
 
     found: bool
+    stopped: tuple[int, ...] = ()
     terminated: tuple[int, ...] = ()
     killed: tuple[int, ...] = ()
     stop_s: float = 0.0
@@ -385,10 +387,12 @@ def stop_local_cluster(state_file: str | Path | None = None, *, grace_s: float =
     cluster = load_local_cluster(path)
     if cluster is None:
         return StopResult(found=False)
+    table = _process_table()
+    stopped = sorted(p for n in cluster.all_nodes for p in _node_members(n, table))
     terminated, killed = _stop_nodes(list(cluster.all_nodes), grace_s=grace_s)
     path.unlink(missing_ok=True)
     return StopResult(
-        found=True, terminated=tuple(terminated), killed=tuple(killed), stop_s=round(time.monotonic() - t0, 3)
+        found=True, stopped=tuple(stopped), terminated=tuple(terminated), killed=tuple(killed), stop_s=round(time.monotonic() - t0, 3)
     )
 
 

@@ -113,7 +113,8 @@ def test_stop_kills_a_recorded_session_with_its_descendants(tmp_path):
         _record(state, _node("head", leader.pid, _start_ticks(leader.pid)))
         result = stop_local_cluster(state, grace_s=5)
         leader.wait(timeout=5)
-        assert result.found and set(members) <= set(result.terminated)
+        assert result.found and set(members) == set(result.stopped)
+        assert leader.pid in result.terminated
         assert not any(_running(pid) for pid in members)
         assert not state.exists()
         assert not stop_local_cluster(state).found
@@ -131,7 +132,7 @@ def test_stop_never_kills_a_process_that_reused_a_recorded_pid(tmp_path):
     me = os.getpid()
     _record(state, _node("head", me, _start_ticks(me) - 1))
     result = stop_local_cluster(state, grace_s=1)
-    assert result.found and result.terminated == () and result.killed == ()
+    assert result.found and result.stopped == () and result.terminated == () and result.killed == ()
     assert _running(me)
 
 
@@ -221,7 +222,7 @@ def test_stop_kills_exactly_the_recorded_processes(local_cluster, ray_mod, tmp_p
         assert not set(extra_pids) & {p for pids in session_pids.values() for p in pids}
 
         result = stop_local_cluster(extra.state_file)
-        assert result.found
+        assert result.found and set(extra_pids) <= set(result.stopped)
         assert not any(_running(p) for p in extra_pids)
         assert not any(extra.alive_pids().values())
         assert not stop_local_cluster(extra.state_file).found

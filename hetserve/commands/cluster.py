@@ -97,7 +97,7 @@ def _down(args: argparse.Namespace) -> int:
     if not result.found:
         print(f"no local cluster recorded in {path}; nothing to stop")
         return 0
-    msg = f"stopped {len(result.terminated)} processes in {result.stop_s:.1f} s"
+    msg = f"stopped {len(result.stopped)} processes in {result.stop_s:.1f} s"
     if result.killed:
         msg += f" ({len(result.killed)} needed SIGKILL: {', '.join(map(str, result.killed))})"
     print(msg)
