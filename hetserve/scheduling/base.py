@@ -50,6 +50,7 @@ class InstanceView:
         robin uses it so that its weights never move.
     prefill_weight, mean_output_tokens: the units of Q, so that a policy prices a new request
         exactly as the load tracker does (see `estimate_work`).
+    mean_work_tokens: the work of a typical request in the same units (recent mean of w).
     """
 
     instance_id: str
@@ -64,6 +65,7 @@ class InstanceView:
     predicted_tokens_per_s: float = 0.0
     prefill_weight: float = DEFAULT_PREFILL_WEIGHT
     mean_output_tokens: float = DEFAULT_OUTPUT_TOKENS
+    mean_work_tokens: float = DEFAULT_PREFILL_WEIGHT * 1024 + DEFAULT_OUTPUT_TOKENS
 
     def can_hold(self, request: RequestInfo) -> bool:
         """KV filter: the request's prompt plus its max output must fit in an empty cache."""

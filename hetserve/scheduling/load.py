@@ -6,14 +6,16 @@ Plain Python: no ray import and no clock (every call gets `now_s`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 from hetserve.records import InstanceStats, RequestInfo
 from hetserve.scheduling.base import DEFAULT_PREFILL_WEIGHT, InstanceView, estimate_work
 
 __all__ = ["LoadTracker"]
 
-# An instance counts as saturated when its KV cache is at least this full (vLLM preempts near 100%).
+# Saturated: requests wait and the batch is at its limit (KV this full, or this many of max_num_seqs).
 SATURATED_KV_USAGE = 0.9
+SATURATED_BATCH_FRACTION = 0.95
 # Measured capacity never falls below this fraction of the plan's seed: one odd window (all
 # prefill, a stalled engine) must not make an instance look dead for the next minutes.
 MIN_CAPACITY_FRACTION = 0.05
@@ -51,11 +53,16 @@ class _Flight:
 class _Instance:
     view: InstanceView
     seed_tokens_per_s: float
+    max_num_seqs: int | None = None
     tracked_tokens: float = 0.0  # sum of the flights' remaining work
     num_tracked: int = 0
     external_tokens: float = 0.0  # work the engine has that this tracker did not dispatch
     num_external: int = 0
-    was_saturated: bool = False
+    stretch_start_s: float | None = None  # start of the current saturated stretch
+    stretch_tokens: float = 0.0  # output tokens delivered since then
+    last_total_tokens: int = 0
+    last_rate: float = 0.0
+    has_counter: bool = False
 
 
 class LoadTracker:
@@ -66,10 +73,15 @@ class LoadTracker:
     part, every streamed token one unit of output, completion the rest.
 
     C (capacity, output tokens/s): seeded from the plan's prediction. An idle instance delivers 0
-    tokens/s and must not look slow, so C moves only on windows where the instance was saturated:
-    `reconcile` blends the engine-measured output tokens/s into C (EWMA, `ewma_alpha`) only when
-    this report and the previous one both show it saturated (waiting requests, or KV usage
-    >= 90%), i.e. when it was delivering all it can for the whole window between them.
+    tokens/s and must not look slow, and a short window is biased by its phase (prefill bursts
+    deliver few output tokens, decode-only stretches many), so C moves only on long saturated
+    stretches. A report is saturated when requests wait AND the batch is at its limit: KV usage
+    >= 90%, or running >= 95% of max_num_seqs (when add_instance was told it); a request that merely
+    arrived during the current step waits too, but the next step admits it. Consecutive saturated
+    reports form a stretch; once it spans `capacity_window_s`, the output tokens delivered over it
+    (the engine's cumulative counter, or its reported rate integrated when it has no counter)
+    divided by its length are blended into C (EWMA, `ewma_alpha`), and a new stretch starts. An
+    unsaturated report ends the stretch.
 
     Drift: `reconcile` compares the engine's running+waiting count with the requests this tracker
     believes are in flight there. Fewer on the engine: the oldest flights dispatched before the
@@ -79,10 +91,14 @@ class LoadTracker:
     """
 
     def __init__(self, ewma_alpha: float = 0.2, default_output_tokens: int = 256,
-                 prefill_weight: float | None = None, output_ewma_alpha: float = 0.05):
+                 prefill_weight: float | None = None, output_ewma_alpha: float = 0.05,
+                 capacity_window_s: float = 10.0):
         if not 0.0 < ewma_alpha <= 1.0 or not 0.0 < output_ewma_alpha <= 1.0:
             raise ValueError(f"EWMA weights must lie in (0, 1] (got {ewma_alpha}, {output_ewma_alpha})")
+        if capacity_window_s <= 0:
+            raise ValueError(f"capacity_window_s must be > 0 (got {capacity_window_s})")
         self.ewma_alpha = ewma_alpha
+        self.capacity_window_s = capacity_window_s
         self.output_ewma_alpha = output_ewma_alpha
         self.prefill_weight = DEFAULT_PREFILL_WEIGHT if prefill_weight is None else float(prefill_weight)
         self.mean_output_tokens = float(default_output_tokens)
@@ -94,7 +110,10 @@ class LoadTracker:
 
     # ---- instances -------------------------------------------------------------------------
     def add_instance(self, instance_id: str, deployment: str, accelerator: str,
-                     predicted_tokens_per_s: float, kv_capacity_tokens: int) -> None:
+                     predicted_tokens_per_s: float, kv_capacity_tokens: int,
+                     max_num_seqs: int | None = None) -> None:
+        """Track a new instance. `max_num_seqs` (the engine's batch limit) lets C learn from
+        batch-limited saturation too; without it only KV-limited saturation counts."""
         if predicted_tokens_per_s <= 0:
             raise ValueError(f"instance {instance_id}: predicted_tokens_per_s must be > 0 "
                              f"(got {predicted_tokens_per_s})")
@@ -103,7 +122,7 @@ class LoadTracker:
         view = InstanceView(instance_id, deployment, accelerator, float(predicted_tokens_per_s),
                             int(kv_capacity_tokens), predicted_tokens_per_s=float(predicted_tokens_per_s),
                             prefill_weight=self.prefill_weight, mean_output_tokens=self.mean_output_tokens)
-        self._instances[instance_id] = _Instance(view, float(predicted_tokens_per_s))
+        self._instances[instance_id] = _Instance(view, float(predicted_tokens_per_s), max_num_seqs)
         self._order = [self._instances[i] for i in sorted(self._instances)]
 
     def remove_instance(self, instance_id: str) -> None:
@@ -125,6 +144,7 @@ class LoadTracker:
             v.outstanding_tokens = inst.tracked_tokens + inst.external_tokens
             v.num_outstanding = inst.num_tracked + inst.num_external
             v.mean_output_tokens = self.mean_output_tokens
+            v.mean_work_tokens = self._mean_work
             out.append(v)
         return out
 
@@ -140,9 +160,11 @@ class LoadTracker:
         inst = self._get(instance_id)
         if request.request_id in self._flights:
             raise ValueError(f"request {request.request_id} dispatched twice")
+        # A whole number of tokens: streamed tokens then move Q by whole numbers, so Q is exact
+        # however the tokens are grouped into on_tokens calls.
+        est = float(min(request.max_tokens, max(1, round(self.mean_output_tokens))))
         flight = _Flight(instance_id, now_s, request.max_tokens,
-                         self.prefill_weight * request.num_prompt_tokens,
-                         min(float(request.max_tokens), self.mean_output_tokens))
+                         self.prefill_weight * request.num_prompt_tokens, est)
         w = flight.recompute()
         self._flights[request.request_id] = flight
         inst.tracked_tokens += w
@@ -159,6 +181,23 @@ class LoadTracker:
         flight.num_streamed += num_tokens
         inst = self._instances[flight.instance_id]
         inst.tracked_tokens += flight.recompute() - before
+
+    def on_tokens_many(self, request_ids: Iterable[str], num_tokens: int, now_s: float) -> None:
+        """`on_tokens(rid, num_tokens, now_s)` for each id (a simulator step streams one token to
+        every sequence of a batch); the common case, a request past its prefill and below its
+        output estimate, is inlined."""
+        flights, instances = self._flights, self._instances
+        for rid in request_ids:
+            f = flights.get(rid)
+            if f is None:
+                continue
+            streamed = f.num_streamed + num_tokens
+            if f.num_streamed > 0 and streamed < f.est_output_tokens:
+                f.num_streamed = streamed
+                f.remaining -= num_tokens
+                instances[f.instance_id].tracked_tokens -= num_tokens
+            else:
+                self.on_tokens(rid, num_tokens, now_s)
 
     def on_complete(self, request_id: str, now_s: float) -> None:
         """Finished, aborted or failed: its remaining work leaves Q; a request that streamed output
@@ -199,12 +238,35 @@ class LoadTracker:
         inst.num_external = max(0, on_engine - inst.num_tracked)
         inst.external_tokens = inst.num_external * self._mean_work
 
-        saturated = stats.num_waiting > 0 or stats.kv_usage >= SATURATED_KV_USAGE
-        if saturated and inst.was_saturated and stats.output_tokens_per_s > 0:
-            a = self.ewma_alpha
-            measured = max(stats.output_tokens_per_s, MIN_CAPACITY_FRACTION * inst.seed_tokens_per_s)
-            v.capacity_tokens_per_s = (1.0 - a) * v.capacity_tokens_per_s + a * measured
-        inst.was_saturated = saturated
+        self._update_capacity(inst, stats, now_s, prev_s)
+
+    def _update_capacity(self, inst: _Instance, stats: InstanceStats, now_s: float, prev_s: float | None) -> None:
+        """The saturated-stretch rule of the class docstring."""
+        total = int(stats.total_output_tokens)
+        inst.has_counter = inst.has_counter or total > 0
+        if inst.has_counter:
+            delivered = float(total - inst.last_total_tokens)
+        elif prev_s is not None:  # no cumulative counter: integrate the reported rate (trapezoid)
+            delivered = 0.5 * (inst.last_rate + stats.output_tokens_per_s) * (now_s - prev_s)
+        else:
+            delivered = 0.0
+        inst.last_total_tokens, inst.last_rate = total, float(stats.output_tokens_per_s)
+        batch_full = stats.kv_usage >= SATURATED_KV_USAGE or (
+            inst.max_num_seqs is not None and stats.num_running >= SATURATED_BATCH_FRACTION * inst.max_num_seqs
+        )
+        if stats.num_waiting <= 0 or not batch_full:
+            inst.stretch_start_s = None
+            return
+        if inst.stretch_start_s is None:
+            inst.stretch_start_s, inst.stretch_tokens = now_s, 0.0
+            return
+        inst.stretch_tokens += delivered
+        span = now_s - inst.stretch_start_s
+        if span >= self.capacity_window_s:
+            measured = max(inst.stretch_tokens / span, MIN_CAPACITY_FRACTION * inst.seed_tokens_per_s)
+            v = inst.view
+            v.capacity_tokens_per_s += self.ewma_alpha * (measured - v.capacity_tokens_per_s)
+            inst.stretch_start_s, inst.stretch_tokens = now_s, 0.0
 
     def _get(self, instance_id: str) -> _Instance:
         try:

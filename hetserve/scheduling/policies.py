@@ -27,28 +27,41 @@ _TIE_RTOL = 1e-9
 class HeteroPolicy(SchedulingPolicy, name="hetero"):
     """Capacity-normalised least outstanding work, KV-aware.
 
-        w       = prefill_weight * prompt + min(max_tokens, mean observed output)    (estimate_work)
-        score_i = (Q_i + w) / C_i * (1 + shortage_i / K_i)
-        shortage_i = max(0, prompt + min(max_tokens, mean output) - free KV_i)
+        score_i = (Q_i + w) / C_i,   w = mean work of a request (view.mean_work_tokens)
 
-    (Q_i + w) / C_i is when instance i would finish this request if it drained its work at its
-    measured rate C_i (output tokens/s, see LoadTracker); the KV factor charges instances whose
-    cache cannot take the request now (it would wait for others to finish). Instances whose KV
-    cannot hold the request at all were filtered out by `select`. Ties (e.g. identical idle
-    instances) are broken by the seeded generator.
-    Failure mode: C_i comes from the plan until the instance has been saturated once; a plan far
-    off the real speed misroutes until then.
+    Q_i is instance i's outstanding work and C_i its measured saturated rate (output-token
+    equivalents and output tokens/s, see LoadTracker), so (Q_i + w) / C_i is when it would be done
+    with one more typical request; the request goes to the lowest score. Idle fast instances win
+    over idle slow ones, and under load every instance's queue drains in the same time.
+    w is the typical request's work, not this request's: with its own w, long requests would
+    always land on fast instances and short ones on slow instances, which changes each instance's
+    request mix (on the paper clusters fast GPUs then spend their time on prefill, where their
+    edge is smallest) and cost about 5% of throughput at saturation. `size_aware=True` restores
+    the per-request w (shorter TTFT for long prompts, lower saturated throughput).
+    KV-aware: `select` drops instances whose cache cannot hold the request, and C_i is the rate
+    the instance sustains with its KV cache full, so a KV-limited batch is charged for. Ties
+    (identical idle instances) go to the most free KV, then to the seeded generator.
+    Failure mode: C_i comes from the plan until the instance has been saturated for a while; a plan
+    far off the real speed misroutes until then.
     """
+
+    def __init__(self, seed: int = 0, size_aware: bool = False):
+        super().__init__(seed)
+        self.size_aware = size_aware
 
     def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
         scores = []
         for v in instances:
-            w = estimate_work(request, v.prefill_weight, v.mean_output_tokens)
-            need = request.num_prompt_tokens + min(float(request.max_tokens), v.mean_output_tokens)
-            shortage = max(0.0, need - v.kv_free_tokens)
-            kv_factor = 1.0 + shortage / v.kv_capacity_tokens if v.kv_capacity_tokens > 0 else 1.0
-            scores.append((v.outstanding_tokens + w) / max(v.capacity_tokens_per_s, 1e-9) * kv_factor)
-        return _pick_min(self, instances, scores)
+            w = estimate_work(request, v.prefill_weight, v.mean_output_tokens) if self.size_aware else v.mean_work_tokens
+            scores.append((v.outstanding_tokens + w) / max(v.capacity_tokens_per_s, 1e-9))
+        best = min(scores)
+        tied = [i for i, s in enumerate(scores) if s <= best + _TIE_RTOL * abs(best)]
+        if len(tied) > 1:
+            most_free = max(instances[i].kv_free_tokens for i in tied)
+            tied = [i for i in tied if instances[i].kv_free_tokens == most_free]
+        if len(tied) == 1:
+            return instances[tied[0]].instance_id
+        return instances[tied[int(self.rng.integers(len(tied)))]].instance_id
 
 
 class RoundRobinPolicy(SchedulingPolicy, name="round_robin"):

@@ -1,0 +1,335 @@
+"""Discrete-event simulation of a heterogeneous cluster behind one scheduling policy, in virtual time.
+
+The router part is the live one: the same `LoadTracker` and policy objects, fed the same calls
+(dispatch, streamed tokens, completion, periodic engine stats). Each instance is the shared pure
+batching step (`engines/batching.py`) priced by its latency coefficients. Plain Python, no ray,
+no clock: the simulator owns virtual time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from hetserve.engines.batching import ContinuousBatcher, Sequence as Seq, StepPlan
+from hetserve.records import InstanceStats, RequestInfo
+from hetserve.scheduling.base import NoInstanceError, SchedulingPolicy
+from hetserve.scheduling.load import LoadTracker
+from hetserve.sim.events import ARRIVAL_PRIORITY, Marker, StepEnd, Tick
+from hetserve.sim.instances import InstanceSpec
+from hetserve.sim.workload import SimRequests
+
+__all__ = ["SimConfig", "SimResult", "Simulator", "simulate"]
+
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How to run (not what): stats period, measurement window, fast-forwarding, recording."""
+
+    reconcile_interval_s: float = 1.0
+    """Period of the engine-stats reports that reconcile the load tracker (the live router polls)."""
+    window_s: tuple[float, float] | None = None
+    """Measurement window; default [first arrival + warmup_fraction * span, last arrival], so the
+    ramp-up and the drain after the last arrival are excluded."""
+    warmup_fraction: float = 0.25
+    fast_forward: bool = True
+    """Apply runs of identical decode steps at once (identical results to stepping; see batching.py)."""
+    record_timeline: bool = True
+    """Per instance, at every stats tick: (t, output tokens so far, busy s so far, running, waiting, KV used)."""
+    record_steps: bool = False
+    """Per instance, at every step end: (t, output tokens so far). For the fluid bound."""
+    ewma_alpha: float = 0.2
+    prefill_weight: float | None = None
+    default_output_tokens: int = 256
+
+    def window_for(self, requests: SimRequests) -> tuple[float, float]:
+        if self.window_s is not None:
+            return self.window_s
+        if len(requests) == 0:
+            return (0.0, 0.0)
+        t0, t1 = float(requests.arrival_s[0]), float(requests.arrival_s[-1])
+        return (t0 + self.warmup_fraction * (t1 - t0), t1)
+
+
+@dataclass
+class SimResult:
+    """What happened, per request and per instance; `sim.report.summarize` turns it into metrics."""
+
+    policy: str
+    requests: SimRequests
+    instances: list[InstanceSpec]
+    window_s: tuple[float, float]
+    instance_of: np.ndarray  # per request: index into `instances`, -1 if no instance could take it
+    first_token_s: np.ndarray  # NaN where none
+    finish_s: np.ndarray
+    num_preemptions: np.ndarray
+    window_output_tokens: np.ndarray  # per instance, emitted inside the window
+    window_busy_s: np.ndarray  # per instance, time stepping inside the window
+    total_output_tokens: np.ndarray  # per instance, whole run
+    total_busy_s: np.ndarray
+    end_s: float
+    num_events: int
+    num_steps: int
+    timeline: list[list[tuple]] = field(default_factory=list)
+    step_log: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+class _Instance:
+    """Mutable simulation state of one instance."""
+
+    __slots__ = ("spec", "batcher", "busy", "plan", "run_steps", "run_start_s", "output_tokens",
+                 "busy_s", "tick_tokens", "tick_s", "timeline", "step_t", "step_tokens", "snap")
+
+    def __init__(self, spec: InstanceSpec):
+        self.spec = spec
+        self.batcher = ContinuousBatcher(spec.coeffs, spec.kv_capacity_tokens, spec.max_num_seqs,
+                                         spec.max_num_batched_tokens)
+        self.busy = False
+        self.plan: StepPlan | None = None  # None while a fast-forwarded decode run is in progress
+        self.run_steps = 0
+        self.run_start_s = 0.0
+        self.output_tokens = 0
+        self.busy_s = 0.0
+        self.tick_tokens = 0
+        self.tick_s = 0.0
+        self.timeline: list[tuple] = []
+        self.step_t: list[float] = []
+        self.step_tokens: list[int] = []
+        self.snap: list[tuple[int, float]] = []
+
+    def busy_until(self, now_s: float) -> float:
+        """Busy seconds up to `now_s`, counting the step in progress."""
+        return self.busy_s + (now_s - self.run_start_s if self.busy else 0.0)
+
+
+class Simulator:
+    """One run: `requests` offered to `instances` through `policy`. Call `run()` once.
+
+    Time advances from event to event. An arrival asks the policy for an instance (with the
+    tracker's views at that instant), dispatches, and wakes the instance if idle; a step end
+    applies the step (tokens stream to the tracker, finished requests complete) and plans the
+    next. With `fast_forward`, a step end that starts a run of pure decode steps schedules only
+    the run's last step end, bounded by the next moment anyone observes or changes the instance
+    (next arrival, stats tick or window marker), so every observation sees the state stepping
+    would have produced.
+    """
+
+    def __init__(self, instances: Sequence[InstanceSpec], policy: SchedulingPolicy, requests: SimRequests,
+                 config: SimConfig | None = None, tracker: LoadTracker | None = None,
+                 progress: Callable[[int], None] | None = None):
+        if not instances:
+            raise ValueError("no instances to simulate")
+        self.config = config or SimConfig()
+        self.specs = list(instances)
+        self.policy = policy
+        self.requests = requests
+        self.tracker = tracker or LoadTracker(ewma_alpha=self.config.ewma_alpha,
+                                              default_output_tokens=self.config.default_output_tokens,
+                                              prefill_weight=self.config.prefill_weight)
+        self.progress = progress
+        self._insts = [_Instance(s) for s in self.specs]
+        self._index = {s.instance_id: i for i, s in enumerate(self.specs)}
+        if len(self._index) != len(self.specs):
+            raise ValueError("instance ids must be unique")
+        for s in self.specs:
+            self.tracker.add_instance(s.instance_id, s.deployment, s.accelerator, s.predicted_tokens_per_s,
+                                      s.kv_capacity_tokens, max_num_seqs=s.max_num_seqs)
+        self._heap: list[tuple] = []
+        self._seq = itertools.count()
+        self._deadline_s = INF  # next time anyone observes or changes an instance
+        self._next_tick_s = INF
+        self._next_marker_s = INF
+        self._num_steps = 0
+        self._last_step_s = 0.0
+        self._done = False
+
+    # ---- heap ------------------------------------------------------------------------------
+    def _push(self, time_s: float, event) -> None:
+        heapq.heappush(self._heap, (time_s, event.priority, next(self._seq), event))
+
+    # ---- instances -------------------------------------------------------------------------
+    def _start_next(self, idx: int, now_s: float) -> None:
+        """Plan the instance's next step (or decode run) at `now_s`, or mark it idle."""
+        inst = self._insts[idx]
+        b = inst.batcher
+        if b.idle:
+            inst.busy = False
+            return
+        inst.busy = True
+        inst.run_start_s = now_s
+        if self.config.fast_forward:
+            limit = b.decode_run_limit()
+            if limit >= 1:
+                steps, end_s = b.decode_run_span(limit, now_s, self._deadline_s)
+                inst.plan = None
+                inst.run_steps = steps
+                self._num_steps += steps
+                self._push(end_s, StepEnd(idx))
+                return
+        plan = b.plan_step()
+        if plan is None:  # nothing admissible and nothing running (cannot happen with valid sizes)
+            inst.busy = False
+            return
+        inst.plan = plan
+        inst.run_steps = 1
+        self._num_steps += 1
+        self._push(now_s + plan.step_s, StepEnd(idx))
+
+    def _on_step_end(self, idx: int, now_s: float) -> None:
+        inst = self._insts[idx]
+        if inst.plan is None:
+            res = inst.batcher.advance_decode(inst.run_steps, now_s)
+            per_seq = inst.run_steps
+        else:
+            res = inst.batcher.complete_step(inst.plan, now_s)
+            per_seq = 1
+        inst.busy_s += now_s - inst.run_start_s
+        self._last_step_s = now_s
+        self.tracker.on_tokens_many([seq.request_id for seq in res.emitted], per_seq, now_s)
+        inst.output_tokens += per_seq * len(res.emitted)
+        if self.config.record_steps:
+            inst.step_t.append(now_s)
+            inst.step_tokens.append(inst.output_tokens)
+        for seq in res.finished:
+            self.tracker.on_complete(seq.request_id, now_s)
+            self.policy.on_complete(seq.request_id, inst.spec.instance_id, now_s)
+        self._start_next(idx, now_s)
+
+    # ---- observers -------------------------------------------------------------------------
+    def _on_tick(self, now_s: float) -> None:
+        interval = self.config.reconcile_interval_s
+        for inst in self._insts:
+            b = inst.batcher
+            dt = now_s - inst.tick_s
+            rate = (inst.output_tokens - inst.tick_tokens) / dt if dt > 0 else 0.0
+            inst.tick_tokens, inst.tick_s = inst.output_tokens, now_s
+            stats = InstanceStats(num_running=len(b.running), num_waiting=len(b.waiting),
+                                  kv_used_tokens=b.kv_used_tokens, kv_capacity_tokens=b.kv_capacity_tokens,
+                                  output_tokens_per_s=rate, total_output_tokens=inst.output_tokens)
+            self.tracker.reconcile(inst.spec.instance_id, stats, now_s)
+            if self.config.record_timeline:
+                inst.timeline.append((now_s, inst.output_tokens, inst.busy_until(now_s), len(b.running),
+                                      len(b.waiting), b.kv_used_tokens))
+        if self._arrivals_left or any(i.busy for i in self._insts):
+            self._next_tick_s = now_s + interval
+            self._push(self._next_tick_s, Tick())
+        else:
+            self._next_tick_s = INF
+
+    def _on_marker(self, index: int, now_s: float) -> None:
+        for inst in self._insts:
+            inst.snap.append((inst.output_tokens, inst.busy_until(now_s)))
+        self._next_marker_s = self._window[1] if index == 0 else INF
+
+    # ---- run -------------------------------------------------------------------------------
+    def run(self) -> SimResult:
+        if self._done:
+            raise RuntimeError("a Simulator runs once; build a new one")
+        self._done = True
+        reqs = self.requests
+        n = len(reqs)
+        arrival = reqs.arrival_s.tolist()
+        prompts = reqs.num_prompt_tokens.tolist()
+        outputs = reqs.num_output_tokens.tolist()
+        max_tokens = reqs.max_tokens.tolist()
+        instance_of = np.full(n, -1, dtype=np.int64)
+        seqs: list[Seq | None] = [None] * n
+        self._window = self.config.window_for(reqs)
+        self._push(self._window[0], Marker(0))
+        self._push(self._window[1], Marker(1))
+        self._next_marker_s = self._window[0]
+        start_s = arrival[0] if n else 0.0
+        for inst in self._insts:
+            inst.tick_s = start_s
+        self._next_tick_s = start_s + self.config.reconcile_interval_s
+        self._push(self._next_tick_s, Tick())
+
+        heap = self._heap
+        pop = heapq.heappop
+        tracker, policy, index = self.tracker, self.policy, self._index
+        insts = self._insts
+        num_events = 0
+        i = 0
+        self._arrivals_left = n > 0
+        now_s = start_s
+        progress_every = max(1, n // 200)
+        while True:
+            next_arrival = arrival[i] if i < n else INF
+            if heap and (heap[0][0] < next_arrival or (heap[0][0] == next_arrival and heap[0][1] < ARRIVAL_PRIORITY)):
+                now_s, _, _, ev = pop(heap)
+                num_events += 1
+                self._deadline_s = min(next_arrival, self._next_tick_s, self._next_marker_s)
+                if type(ev) is StepEnd:
+                    self._on_step_end(ev.instance, now_s)
+                elif type(ev) is Tick:
+                    self._on_tick(now_s)
+                else:
+                    self._on_marker(ev.index, now_s)
+                continue
+            if i >= n:
+                break
+            now_s = next_arrival
+            num_events += 1
+            rid = str(i)
+            request = RequestInfo(rid, prompts[i], max_tokens[i], now_s)
+            j = i
+            i += 1
+            self._arrivals_left = i < n
+            self._deadline_s = min(arrival[i] if i < n else INF, self._next_tick_s, self._next_marker_s)
+            try:
+                iid = policy.select(request, tracker.views(), now_s)
+            except NoInstanceError:
+                continue
+            k = index[iid]
+            tracker.on_dispatch(request, iid, now_s)
+            policy.on_dispatch(request, iid, now_s)
+            seq = Seq(rid, prompts[j], outputs[j], now_s)
+            seqs[j] = seq
+            instance_of[j] = k
+            inst = insts[k]
+            inst.batcher.add(seq)
+            if not inst.busy:
+                self._start_next(k, now_s)
+            if self.progress is not None and i % progress_every == 0:
+                self.progress(i)
+        if self.progress is not None:
+            self.progress(n)
+
+        first = np.array([s.first_token_s if s is not None and s.first_token_s is not None else math.nan
+                          for s in seqs], dtype=float)
+        finish = np.array([s.finish_s if s is not None and s.finish_s is not None else math.nan
+                           for s in seqs], dtype=float)
+        preempt = np.array([s.num_preemptions if s is not None else 0 for s in seqs], dtype=np.int64)
+        snaps = [inst.snap + [(inst.output_tokens, inst.busy_s)] * (2 - len(inst.snap)) for inst in insts]
+        return SimResult(
+            policy=getattr(policy, "name", type(policy).__name__),
+            requests=reqs,
+            instances=self.specs,
+            window_s=self._window,
+            instance_of=instance_of,
+            first_token_s=first,
+            finish_s=finish,
+            num_preemptions=preempt,
+            window_output_tokens=np.array([s[1][0] - s[0][0] for s in snaps], dtype=np.int64),
+            window_busy_s=np.array([s[1][1] - s[0][1] for s in snaps], dtype=float),
+            total_output_tokens=np.array([inst.output_tokens for inst in insts], dtype=np.int64),
+            total_busy_s=np.array([inst.busy_s for inst in insts], dtype=float),
+            end_s=max(self._last_step_s, float(arrival[-1]) if n else 0.0),
+            num_events=num_events,
+            num_steps=self._num_steps,
+            timeline=[inst.timeline for inst in insts],
+            step_log=[(np.asarray(inst.step_t), np.asarray(inst.step_tokens, dtype=np.int64)) for inst in insts],
+        )
+
+
+def simulate(instances: Sequence[InstanceSpec], policy: SchedulingPolicy, requests: SimRequests,
+             config: SimConfig | None = None, progress: Callable[[int], None] | None = None) -> SimResult:
+    """Run one simulation (a fresh tracker; the policy object is used as given)."""
+    return Simulator(instances, policy, requests, config, progress=progress).run()

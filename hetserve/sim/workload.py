@@ -1,0 +1,138 @@
+"""Simulated request streams: trace replay with a rate multiplier, or a seeded Poisson process.
+
+Each request carries its true output length (known only to the simulated engine, as
+`Sequence.num_target_tokens`) and the `max_tokens` a realistic client would send (all the router
+sees). Plain Python, no ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from hetserve.traces import Trace
+
+__all__ = ["MaxTokensRule", "SimRequests", "poisson_requests", "requests_from_trace"]
+
+MaxTokensRule = Literal["cap", "pow2"]
+# The client's max_tokens under the "cap" rule: a fixed generous limit, as chat front-ends send.
+DEFAULT_MAX_TOKENS_CAP = 2048
+
+
+@dataclass(frozen=True)
+class SimRequests:
+    """Requests sorted by arrival (seconds from 0), as parallel integer arrays."""
+
+    name: str
+    arrival_s: np.ndarray
+    num_prompt_tokens: np.ndarray
+    num_output_tokens: np.ndarray  # true length: the engine stops here (EOS)
+    max_tokens: np.ndarray  # what the client asked for; >= num_output_tokens
+    num_clipped: int = 0  # prompts shortened to fit max_model_len
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.arrival_s[-1] - self.arrival_s[0]) if len(self) else 0.0
+
+    @property
+    def requests_per_s(self) -> float:
+        """Mean offered rate over the arrival span."""
+        return (len(self) - 1) / self.duration_s if self.duration_s > 0 else float("inf")
+
+    @property
+    def mean_prompt_tokens(self) -> float:
+        return float(self.num_prompt_tokens.mean())
+
+    @property
+    def mean_output_tokens(self) -> float:
+        return float(self.num_output_tokens.mean())
+
+    def scaled(self, rate_scale: float) -> "SimRequests":
+        """The same requests offered `rate_scale` times faster (arrival times divided)."""
+        if rate_scale <= 0:
+            raise ValueError(f"rate_scale must be > 0 (got {rate_scale})")
+        return SimRequests(self.name, self.arrival_s / rate_scale, self.num_prompt_tokens,
+                           self.num_output_tokens, self.max_tokens, self.num_clipped)
+
+    def head(self, num_requests: int) -> "SimRequests":
+        return SimRequests(self.name, self.arrival_s[:num_requests], self.num_prompt_tokens[:num_requests],
+                           self.num_output_tokens[:num_requests], self.max_tokens[:num_requests],
+                           self.num_clipped)
+
+    def sample(self, num_requests: int) -> "SimRequests":
+        """`num_requests` requests spread evenly over the whole stream (keeps its length mix)."""
+        if num_requests >= len(self):
+            return self
+        idx = np.unique(np.linspace(0, len(self) - 1, num_requests).round().astype(np.int64))
+        return SimRequests(self.name, self.arrival_s[idx], self.num_prompt_tokens[idx],
+                           self.num_output_tokens[idx], self.max_tokens[idx], self.num_clipped)
+
+
+def _client_max_tokens(outputs: np.ndarray, prompts: np.ndarray, rule: MaxTokensRule, cap: int,
+                       max_model_len: int) -> np.ndarray:
+    """max_tokens a client sends. "cap": min(cap, room left in the context); "pow2": the true
+    output rounded up to a power of two (a client that knows its task roughly). Never below the
+    true output (the engine stops at EOS, never at max_tokens)."""
+    if rule == "cap":
+        asked = np.minimum(cap, max_model_len - prompts)
+    elif rule == "pow2":
+        asked = np.left_shift(1, np.ceil(np.log2(np.maximum(outputs, 1))).astype(np.int64))
+        asked = np.minimum(asked, max_model_len - prompts)
+    else:
+        raise ValueError(f"unknown max_tokens rule {rule!r}; known: cap, pow2")
+    return np.maximum(asked, outputs).astype(np.int64)
+
+
+def _fit_context(prompts: np.ndarray, outputs: np.ndarray, max_model_len: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Clip prompts so prompt + output <= max_model_len (a client truncating its context rather
+    than being refused; the Azure traces hold prompts up to 14k tokens)."""
+    outputs = np.minimum(outputs, max_model_len - 1)
+    limit = max_model_len - outputs
+    clipped = int(np.count_nonzero(prompts > limit))
+    return np.maximum(1, np.minimum(prompts, limit)), outputs, clipped
+
+
+def requests_from_trace(trace: Trace, max_model_len: int, rate_scale: float = 1.0,
+                        max_tokens_rule: MaxTokensRule = "cap",
+                        max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP) -> SimRequests:
+    """Replay a trace: its arrival pattern (compressed by `rate_scale`) and token counts."""
+    prompts, outputs, clipped = _fit_context(trace.input_tokens.astype(np.int64),
+                                             trace.output_tokens.astype(np.int64), max_model_len)
+    max_tokens = _client_max_tokens(outputs, prompts, max_tokens_rule, max_tokens_cap, max_model_len)
+    reqs = SimRequests(trace.name, trace.arrival_s.astype(float), prompts, outputs, max_tokens, clipped)
+    return reqs.scaled(rate_scale) if rate_scale != 1.0 else reqs
+
+
+def poisson_requests(rate_per_s: float, num_requests: int, mean_prompt_tokens: float,
+                     mean_output_tokens: float, max_model_len: int, seed: int = 0,
+                     lengths: Literal["fixed", "exponential", "lognormal"] = "lognormal",
+                     max_tokens_rule: MaxTokensRule = "cap",
+                     max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP) -> SimRequests:
+    """A seeded Poisson process with a length distribution of the given means: "fixed" (every
+    request the same), "exponential", or "lognormal" (sigma 1, heavy-tailed like the traces)."""
+    if rate_per_s <= 0 or num_requests <= 0:
+        raise ValueError(f"need rate_per_s > 0 and num_requests > 0 (got {rate_per_s}, {num_requests})")
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / rate_per_s, num_requests)
+    arrival = np.cumsum(gaps) - gaps[0]
+
+    def draw(mean: float) -> np.ndarray:
+        if lengths == "fixed":
+            x = np.full(num_requests, mean)
+        elif lengths == "exponential":
+            x = rng.exponential(mean, num_requests)
+        elif lengths == "lognormal":
+            sigma = 1.0
+            x = rng.lognormal(np.log(mean) - sigma * sigma / 2.0, sigma, num_requests)
+        else:
+            raise ValueError(f"unknown length distribution {lengths!r}; known: fixed, exponential, lognormal")
+        return np.maximum(1, np.round(x)).astype(np.int64)
+
+    prompts, outputs, clipped = _fit_context(draw(mean_prompt_tokens), draw(mean_output_tokens), max_model_len)
+    max_tokens = _client_max_tokens(outputs, prompts, max_tokens_rule, max_tokens_cap, max_model_len)
+    return SimRequests(f"poisson-{rate_per_s:g}rps", arrival, prompts, outputs, max_tokens, clipped)
