@@ -17,9 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from hetserve.catalog import ray_resource_name
 from hetserve.cluster import Cluster, load_cluster
@@ -37,8 +37,8 @@ __all__ = [
     "load_local_cluster",
 ]
 
-# Each local node costs ~250 MiB of RSS (raylet + two agents) and the head ~700 MiB more; above
-# this a "local" cluster is a mistake (e.g. cluster_configs/large.yaml), not a demo.
+# Each local worker node costs ~230 MiB of RSS (raylet + two agents), the head ~650 MiB, before any
+# replica; above this a "local" cluster is a mistake (e.g. cluster_configs/large.yaml), not a demo.
 MAX_LOCAL_NODES = 8
 HEAD_NODE_NAME = "head"
 LABEL_NODE = "hetserve.io/node"
@@ -52,6 +52,7 @@ MAX_TEMP_DIR_CHARS = 40
 _STARTED_MARKER = "Ray runtime started."
 _ADDRESS_RE = re.compile(r"ray start --address='([^']+)'")
 _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)$")
+
 
 def default_state_file() -> Path:
     return Path.home() / ".hetserve" / "local_cluster.json"
@@ -79,13 +80,17 @@ class LocalNode:
     metrics_export_port: int
     dashboard_agent_listen_port: int
     log_path: str
+    ray_temp_dir: str | None = None
     node_id: str | None = None
     pids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class LocalCluster:
-    """A started local cluster, as recorded in its JSON state file."""
+    """A started local cluster, as recorded in its JSON state file.
+
+    `ray_temp_dir` is the root of the nodes' own Ray temp dirs (each node's is in `LocalNode`).
+    """
 
     name: str
     address: str
@@ -209,8 +214,10 @@ def start_local_cluster(
         state_dir: where the state file (`local_cluster.json`) and the nodes' logs (`logs/`) go;
             default ~/.hetserve.
         state_file: the state file itself, overriding state_dir's; logs go next to it.
-        ray_temp_dir: Ray's temp/session root for these nodes; None keeps Ray's default
-            (/tmp/ray), so `RAY_ADDRESS=auto` and `ray status` find the cluster. At most
+        ray_temp_dir: root of the nodes' Ray temp dirs (`head/`, `w0/`, `w1/` ...: one per node,
+            so nodes can start together without racing for socket and log names). None: the
+            head keeps Ray's default (/tmp/ray, so `RAY_ADDRESS=auto` and `ray status` find it)
+            and workers go under /tmp/hetserve-<uid>/<gcs port>/. Each node's dir is at most
             MAX_TEMP_DIR_CHARS long (unix socket paths are capped).
 
     Raises:
@@ -223,7 +230,7 @@ def start_local_cluster(
     if len(resolved.nodes) > max_nodes:
         raise ConfigError(
             f"cluster {resolved.name!r} has {len(resolved.nodes)} nodes; a local cluster runs at most "
-            f"{max_nodes} Ray nodes on one machine (each costs ~250 MiB). Use `hetserve simulate` for "
+            f"{max_nodes} Ray nodes on one machine (each costs ~230 MiB). Use `hetserve simulate` for "
             "large clusters, or a real Ray cluster"
         )
     if state_file is not None:
@@ -238,15 +245,6 @@ def start_local_cluster(
             f"a local cluster recorded in {state_file} is still running (address {previous.address}); "
             "run `hetserve cluster down` first"
         )
-    temp_dir = None
-    if ray_temp_dir is not None:
-        temp_dir = str(Path(ray_temp_dir).absolute())
-        if len(temp_dir) > MAX_TEMP_DIR_CHARS:
-            raise ConfigError(
-                f"ray_temp_dir: {temp_dir!r} is {len(temp_dir)} characters; at most {MAX_TEMP_DIR_CHARS} "
-                "(Ray's unix socket paths under it must stay below 108 bytes)"
-            )
-        Path(temp_dir).mkdir(parents=True, exist_ok=True)
     logs_dir = state_root / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
     for n in resolved.nodes:
@@ -259,6 +257,19 @@ def start_local_cluster(
     env = _child_env()
     ports = _PortPicker()
     gcs_port = port or ports.pick()
+    if ray_temp_dir is not None:
+        temp_root = Path(ray_temp_dir).absolute()
+        head_temp: Path | None = temp_root / "head"
+    else:
+        temp_root = Path(os.environ.get("RAY_TMPDIR") or "/tmp") / f"hetserve-{os.getuid()}" / str(gcs_port)
+        head_temp = None
+    worker_temps = [temp_root / f"w{i}" for i in range(len(resolved.nodes))]
+    for d in [head_temp, *worker_temps]:
+        if d is not None and len(str(d)) > MAX_TEMP_DIR_CHARS:
+            raise ConfigError(
+                f"ray_temp_dir: {str(d)!r} is {len(str(d))} characters; at most {MAX_TEMP_DIR_CHARS} "
+                "(Ray's unix socket paths under it must stay below 108 bytes)"
+            )
     head_metrics = metrics_export_port or ports.pick()
     dash_port = (dashboard_port or ports.pick()) if dashboard else None
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -273,8 +284,6 @@ def start_local_cluster(
         "--log-style=record",
         "--log-color=false",
     ]
-    if temp_dir:
-        common.append(f"--temp-dir={temp_dir}")
 
     started: list[tuple[LocalNode, subprocess.Popen]] = []
     try:
@@ -294,6 +303,9 @@ def start_local_cluster(
             head_args += ["--include-dashboard=true", f"--dashboard-port={dash_port}"]
         else:
             head_args += ["--include-dashboard=false"]
+        if head_temp is not None:
+            head_temp.mkdir(parents=True, exist_ok=True)
+            head_args.append(f"--temp-dir={head_temp}")
         head_log = logs_dir / f"{stamp}-{HEAD_NODE_NAME}.log"
         proc = _spawn([ray_exe, "start", *head_args, *common], head_log, env)
         head = LocalNode(
@@ -308,14 +320,17 @@ def start_local_cluster(
             metrics_export_port=head_metrics,
             dashboard_agent_listen_port=head_agent_port,
             log_path=str(head_log),
+            ray_temp_dir=str(head_temp) if head_temp else None,
         )
         started.append((head, proc))
         _wait_started(head, proc, time.monotonic() + timeout_s)
         address = _head_address(head_log)
 
-        # One worker at a time: nodes sharing a Ray temp dir race for the same socket and log
-        # names (raylet.1 twice: "bind: Address already in use") when started together.
-        for n in resolved.nodes:
+        # All workers at once, each in its own Ray temp dir: nodes sharing one race for the same
+        # socket and log names (raylet.1 twice: "bind: Address already in use").
+        workers: list[tuple[LocalNode, subprocess.Popen]] = []
+        for n, temp in zip(resolved.nodes, worker_temps):
+            temp.mkdir(parents=True, exist_ok=True)
             resources = {ray_resource_name(n.accelerator): float(n.count)}
             cpus = n.num_cpus or worker_num_cpus or max(4, 2 * n.count)
             labels = {LABEL_NODE: n.name, LABEL_ACCELERATOR: n.accelerator, LABEL_ROLE: "worker"}
@@ -329,6 +344,7 @@ def start_local_cluster(
                 # One log monitor per host is enough (Ray's own multi-node-on-one-host advice).
                 "--include-log-monitor=false",
                 f"--labels={_labels_arg(labels)}",
+                f"--temp-dir={temp}",
             ]
             log = logs_dir / f"{stamp}-{n.name}.log"
             proc = _spawn([ray_exe, "start", *args, *common], log, env)
@@ -344,9 +360,13 @@ def start_local_cluster(
                 metrics_export_port=metrics_port,
                 dashboard_agent_listen_port=agent_port,
                 log_path=str(log),
+                ray_temp_dir=str(temp),
             )
             started.append((node, proc))
-            _wait_started(node, proc, time.monotonic() + timeout_s)
+            workers.append((node, proc))
+        deadline = time.monotonic() + timeout_s
+        for node, proc in workers:
+            _wait_started(node, proc, deadline)
     except BaseException:
         _stop_nodes([n for n, _ in started], grace_s=10.0)
         for _, p in started:
@@ -364,7 +384,7 @@ def start_local_cluster(
         head=nodes[0],
         workers=tuple(nodes[1:]),
         state_file=str(state_file.absolute()),
-        ray_temp_dir=temp_dir,
+        ray_temp_dir=str(temp_root),
         dashboard_url=f"http://127.0.0.1:{dash_port}" if dashboard else None,
         startup_s=round(time.monotonic() - t0, 3),
     )
@@ -392,7 +412,11 @@ def stop_local_cluster(state_file: str | Path | None = None, *, grace_s: float =
     terminated, killed = _stop_nodes(list(cluster.all_nodes), grace_s=grace_s)
     path.unlink(missing_ok=True)
     return StopResult(
-        found=True, stopped=tuple(stopped), terminated=tuple(terminated), killed=tuple(killed), stop_s=round(time.monotonic() - t0, 3)
+        found=True,
+        stopped=tuple(stopped),
+        terminated=tuple(terminated),
+        killed=tuple(killed),
+        stop_s=round(time.monotonic() - t0, 3),
     )
 
 
@@ -446,7 +470,9 @@ def _wait_started(node: LocalNode, proc: subprocess.Popen, deadline: float) -> N
         ) from None
     text = Path(node.log_path).read_text(errors="replace")
     if code != 0 or _STARTED_MARKER not in text:
-        raise ConfigError(f"local node {node.name!r} failed to start (exit code {code}); log {node.log_path}:\n{_tail(text)}")
+        raise ConfigError(
+            f"local node {node.name!r} failed to start (exit code {code}); log {node.log_path}:\n{_tail(text)}"
+        )
 
 
 def _head_address(log_path: Path) -> str:
