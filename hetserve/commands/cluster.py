@@ -81,8 +81,9 @@ def _up(args: argparse.Namespace) -> int:
         res = ", ".join(f"{k}={v:g}" for k, v in node.resources.items())
         print(f"  {node.name:<13} {res}  CPU={node.num_cpus}  metrics :{node.metrics_export_port}")
     print(f"state: {cluster.state_file}")
-    print("serve the app on it:")
-    print(f"  RAY_ADDRESS={cluster.address} serve run hetserve.app:build")
+    print("serve the app on it (one HTTP proxy, on the head: every node shares this host's port):")
+    print(f"  export RAY_ADDRESS={cluster.address}")
+    print("  serve start --proxy-location HeadOnly && serve run hetserve.app:build")
     print(f"stop it: {down}")
     return 0
 
