@@ -200,7 +200,8 @@ def _print(comparison: Comparison, cluster: Cluster, requests: SimRequests, wall
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # Piped output (files, CI logs) gets full-width tables instead of 80 columns of truncation.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     bound = comparison.offered
     console.print(
         f"[bold]{cluster.name}[/]: {comparison.num_instances} instances, stream {requests.name} "

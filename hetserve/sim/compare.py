@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from hetserve.scheduling.base import SchedulingPolicy, make_policy
-from hetserve.sim.fluid import DEFAULT_SAMPLE_REQUESTS, FluidBound, fluid_bound, requests_started_in_window
+from hetserve.sim.fluid import FluidBound, fluid_bound, requests_started_in_window
 from hetserve.sim.instances import InstanceSpec
 from hetserve.sim.report import DEFAULT_SLO, SLO, PolicyReport, summarize
 from hetserve.sim.simulator import SimConfig, SimResult, Simulator
@@ -38,7 +38,7 @@ def window_requests(requests: SimRequests, config: SimConfig) -> SimRequests:
 
 
 def offered_bound(instances: Sequence[InstanceSpec], requests: SimRequests, config: SimConfig,
-                  num_requests: int = DEFAULT_SAMPLE_REQUESTS) -> FluidBound:
+                  num_requests: int | None = None) -> FluidBound:
     return fluid_bound(instances, window_requests(requests, config), num_requests)
 
 
@@ -87,7 +87,7 @@ def compare_policies(
     seed: int = 0,
     config: SimConfig | None = None,
     slo: SLO = DEFAULT_SLO,
-    bound_requests: int = DEFAULT_SAMPLE_REQUESTS,
+    bound_requests: int | None = None,
     make: PolicyFactory = make_policy,
     on_run_start: Callable[[RunSpec, int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,

@@ -39,6 +39,9 @@ class SimConfig:
     """Measurement window; default [first arrival + warmup_fraction * span, last arrival], so the
     ramp-up and the drain after the last arrival are excluded."""
     warmup_fraction: float = 0.25
+    drain: bool = True
+    """Run until every request finished. False stops at the end of the window: throughput is
+    unchanged, latencies then cover only the requests that finished by then."""
     fast_forward: bool = True
     """Apply runs of identical decode steps at once (identical results to stepping; see batching.py)."""
     record_timeline: bool = True
@@ -148,6 +151,7 @@ class Simulator:
         self._next_marker_s = INF
         self._num_steps = 0
         self._last_step_s = 0.0
+        self._stop = False
         self._done = False
 
     # ---- heap ------------------------------------------------------------------------------
@@ -227,6 +231,8 @@ class Simulator:
         for inst in self._insts:
             inst.snap.append((inst.output_tokens, inst.busy_until(now_s)))
         self._next_marker_s = self._window[1] if index == 0 else INF
+        if index == 1 and not self.config.drain:
+            self._stop = True
 
     # ---- run -------------------------------------------------------------------------------
     def run(self) -> SimResult:
@@ -272,6 +278,8 @@ class Simulator:
                     self._on_tick(now_s)
                 else:
                     self._on_marker(ev.index, now_s)
+                    if self._stop:
+                        break
                 continue
             if i >= n:
                 break
