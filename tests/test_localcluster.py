@@ -136,6 +136,23 @@ def test_stop_never_kills_a_process_that_reused_a_recorded_pid(tmp_path):
     assert _running(me)
 
 
+@linux_only
+def test_refuses_to_start_over_a_recorded_cluster_that_still_runs(tmp_path):
+    """`up` twice on one state file: the second refuses and leaves the first's processes alone.
+    (A `sleep` leading its own session stands in for the recorded node.)"""
+    leader = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        state = tmp_path / "local_cluster.json"
+        _record(state, _node("head", leader.pid, _start_ticks(leader.pid)))
+        with pytest.raises(ConfigError, match="still running"):
+            start_local_cluster(LAPTOP, state_dir=tmp_path)
+        assert leader.poll() is None
+        assert load_local_cluster(state).head.pid == leader.pid
+    finally:
+        leader.kill()
+        leader.wait()
+
+
 def _session_of(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])

@@ -125,5 +125,7 @@ def _status(args: argparse.Namespace) -> int:
         pids = alive[node.name]
         state = f"{len(pids)} processes, {rss[node.name] / 2**20:.0f} MiB" if pids else "DOWN"
         print(f"  {node.name:<13} {res:<22} CPU={node.num_cpus:<3} {state}  node_id={(node.node_id or '?')[:12]}")
+        if pids:
+            print(f"  {'':<13} pids {' '.join(map(str, pids))}")
     print(f"total RSS {sum(rss.values()) / 2**20:.0f} MiB; state: {path}")
     return 0 if up else 1
