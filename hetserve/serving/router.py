@@ -142,7 +142,7 @@ class RouterServer:
     # ---- instances ---------------------------------------------------------------------------
     def _sync_instances(self) -> None:
         """Add new replicas, drop gone ones, fold in fresh stats reports (once each)."""
-        now_s = time.monotonic()
+        now_s, wall_s = time.monotonic(), time.time()
         for dep in self._spec.deployments:
             snaps = instance_replicas(self._app_name, dep.name)
             if snaps is None:
@@ -172,7 +172,11 @@ class RouterServer:
                     inst.last_seq = seq
                     inst.stats = snap.routing_stats
                     self._tracker.set_healthy(snap.instance_id, stats.healthy)
-                    self._tracker.reconcile(snap.instance_id, stats, now_s)
+                    # Reports reach us up to a stats period late (via Serve's controller). Date
+                    # each at when the engine took it, so the tracker's "dispatched before the
+                    # previous report" test compares against what the engine could have seen.
+                    age_s = max(0.0, wall_s - float(snap.routing_stats.get("time_s", wall_s)))
+                    self._tracker.reconcile(snap.instance_id, stats, now_s - age_s)
 
     async def _reconcile_forever(self) -> None:
         while True:
