@@ -288,6 +288,12 @@ class AppArgs(_Edge):
         default_factory=dict,
         description="vLLM engine: extra AsyncEngineArgs, passed through (a JSON object string is accepted).",
     )
+    vllm_gpus_per_device: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="vLLM engine: Ray GPUs reserved per accelerator device; 0 for the vLLM CPU tier.",
+    )
 
     @field_validator("policy")
     @classmethod

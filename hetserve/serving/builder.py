@@ -36,8 +36,9 @@ def instance_deployment_options(dp: DeploymentPlan, args: AppArgs) -> dict[str, 
     """Serve options of one instance deployment.
 
     Emulated engines need no GPU: one actor holds `tp` units of the type's resource.
-    vLLM with TP > 1 needs its TP workers on one node: a STRICT_PACK placement group with one
-    bundle per device (the replica itself runs in the first bundle).
+    vLLM reserves `vllm_gpus_per_device` Ray GPUs per device (0 on the vLLM CPU tier); with
+    TP > 1 its workers must share one node: a STRICT_PACK placement group with one bundle per
+    device (the replica itself runs in the first bundle).
     """
     resource = ray_resource_name(dp.config.accelerator)
     tp = dp.config.tp
@@ -53,11 +54,13 @@ def instance_deployment_options(dp: DeploymentPlan, args: AppArgs) -> dict[str, 
     }
     if args.engine == "emulated":
         options["ray_actor_options"] = {"num_cpus": args.instance_num_cpus, "resources": {resource: tp}}
-    elif tp == 1:
-        options["ray_actor_options"] = {"num_cpus": 1, "num_gpus": 1, "resources": {resource: 1}}
+        return options
+    gpu = {"GPU": args.vllm_gpus_per_device} if args.vllm_gpus_per_device > 0 else {}
+    if tp == 1:
+        options["ray_actor_options"] = {"num_cpus": 1, "num_gpus": gpu.get("GPU", 0), "resources": {resource: 1}}
     else:
         options["ray_actor_options"] = {"num_cpus": 1}
-        options["placement_group_bundles"] = [{"CPU": 1, "GPU": 1, resource: 1}] + [{"GPU": 1, resource: 1}] * (tp - 1)
+        options["placement_group_bundles"] = [{"CPU": 1, **gpu, resource: 1}] + [{**gpu, resource: 1}] * (tp - 1)
         options["placement_group_strategy"] = "STRICT_PACK"
     return options
 

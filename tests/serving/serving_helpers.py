@@ -41,10 +41,25 @@ def wait_for_instances(app_name: str, deployment: str, count: int, timeout_s: fl
     raise AssertionError(f"{app_name}/{deployment}: {count} replicas not visible after {timeout_s} s")
 
 
+def wait_for_free_resources(needed: dict[str, float], timeout_s: float = 60.0) -> None:
+    """Fail clearly (instead of Serve waiting forever on unplaceable replicas) if something else
+    still holds the accelerator resources an app needs."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        free = ray.available_resources()
+        short = {k: v for k, v in needed.items() if free.get(k, 0.0) < v}
+        if not short:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"accelerator resources still taken after {timeout_s} s: need {short}, free {free}")
+        time.sleep(0.5)
+
+
 @contextmanager
-def deployed(app, name: str, route_prefix: str | None) -> Iterator:
+def deployed(app, name: str, route_prefix: str | None, needs: dict[str, float]) -> Iterator:
     """Run `app` under `name` for the duration of the block, then delete it (frees its resources
-    for the next module's app)."""
+    for the next module's app). `needs`: the accelerator resources its instances take."""
+    wait_for_free_resources(needs)
     handle = serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
     try:
         yield handle

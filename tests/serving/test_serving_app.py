@@ -39,9 +39,10 @@ MODEL = "llama-3.1-8b"
 
 @pytest.fixture(scope="module")
 def app(serve_url):
-    require_resources(**{"A100-SXM4-80GB": 1, "L4": 2, "T4": 2})
+    needs = {"A100-SXM4-80GB": 1, "L4": 2, "T4": 2}
+    require_resources(**needs)
     args = {"time_scale": 0.2, "stats_period_s": 0.5, "router_replicas": 2}
-    with deployed(build(args), APP, PREFIX) as handle:
+    with deployed(build(args), APP, PREFIX, needs) as handle:
         yield {"handle": handle, "base": f"{serve_url}{PREFIX}"}
 
 

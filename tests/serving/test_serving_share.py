@@ -69,7 +69,8 @@ async def _measure(handle) -> tuple[list[tuple[str, float, float]], float]:
 
 
 def test_token_shares_follow_capacity_with_hetero_and_not_with_round_robin(serve_url, tmp_path: Path):
-    require_resources(**{"A100-SXM4-80GB": 1, "L4": 2})
+    needs = {"A100-SXM4-80GB": 1, "L4": 2}
+    require_resources(**needs)
     cfg = tmp_path / "share.yaml"
     cfg.write_text(CLUSTER_YAML)
     cluster = load_cluster(cfg)
@@ -81,7 +82,7 @@ def test_token_shares_follow_capacity_with_hetero_and_not_with_round_robin(serve
     results = {}
     for policy in ("hetero", "round_robin"):
         args = load_app_args({"policy": policy, "time_scale": 1.0, "stats_period_s": 0.5, "router_replicas": 1})
-        with deployed(build_application(cluster, plan, args), f"share-{policy}", None) as handle:
+        with deployed(build_application(cluster, plan, args), f"share-{policy}", None, needs) as handle:
             results[policy] = asyncio.run(_measure(handle))
 
     (hetero, hetero_rate), (rr, rr_rate) = results["hetero"], results["round_robin"]

@@ -98,9 +98,10 @@ def test_vllm_tp_instances_pack_one_bundle_per_device_on_one_node():
     bundles = opts["placement_group_bundles"]
     assert len(bundles) == 2 and all(b["T4"] == 1 and b["GPU"] == 1 for b in bundles)
     one = next(dp for dp in plan.deployments if dp.config.tp == 1)
-    assert instance_deployment_options(one, AppArgs(engine="vllm"))["ray_actor_options"]["resources"] == {
-        one.config.accelerator: 1
-    }
+    actor = instance_deployment_options(one, AppArgs(engine="vllm"))["ray_actor_options"]
+    assert actor["resources"] == {one.config.accelerator: 1} and actor["num_gpus"] == 1
+    cpu_tier = instance_deployment_options(t4, AppArgs(engine="vllm", vllm_gpus_per_device=0))
+    assert all("GPU" not in b for b in cpu_tier["placement_group_bundles"])
 
 
 def test_build_application_refuses_an_empty_plan():
