@@ -1,0 +1,95 @@
+"""The real vLLM engine (CPU tier, tiny random-weight Llama) behind the same app: OpenAI HTTP,
+streaming, token-id prompts, refusals and the instance view come out the same as with the
+emulated engine. Skips without vllm/torch/transformers (scripts/install_vllm_cpu.sh).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+openai = pytest.importorskip("openai")
+import requests  # noqa: E402
+
+from hetserve.app import load_app_args  # noqa: E402
+from hetserve.cluster import load_cluster  # noqa: E402
+from hetserve.planner import search_plan  # noqa: E402
+from hetserve.serving.builder import build_application  # noqa: E402
+from serving_helpers import deployed, require_resources  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.vllm]
+
+REPO = Path(__file__).resolve().parents[2]
+APP = "hetserve-vllm"
+PREFIX = "/hetserve-vllm"
+MODEL = "tiny-llama"
+CLUSTER_YAML = """
+name: vllm-test
+model: tiny-llama
+workload: {mean_input_tokens: 32, mean_output_tokens: 16, max_request_tokens: 256}
+engine: {max_num_seqs: 4}
+nodes:
+  - {name: a100-0, accelerator: A100-SXM4-80GB, count: 1}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    for name in ("vllm", "torch", "transformers", "tokenizers"):
+        if importlib.util.find_spec(name) is None:
+            pytest.skip(f"{name} is not installed (vLLM CPU tier: scripts/install_vllm_cpu.sh)")
+    spec = importlib.util.spec_from_file_location("hetserve_make_tiny_model_serving", REPO / "scripts" / "make_tiny_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return Path(module.make_tiny_model(tmp_path_factory.mktemp("tiny-llama-serving")))
+
+
+@pytest.fixture(scope="module")
+def vllm_app(serve_url, tiny_model, tmp_path_factory):
+    needs = {"A100-SXM4-80GB": 1}
+    require_resources(**needs)
+    cfg = tmp_path_factory.mktemp("vllm-cluster") / "cluster.yaml"
+    cfg.write_text(CLUSTER_YAML)
+    cluster = load_cluster(cfg)
+    plan = search_plan(cluster)
+    args = load_app_args(
+        {
+            "engine": "vllm",
+            "vllm_model_path": str(tiny_model),
+            "vllm_gpus_per_device": 0,  # the CPU tier: the node's A100 label, no Ray GPU
+            "vllm_engine_kwargs": {"kv_cache_memory_bytes": 16 * 2**20, "enforce_eager": True},
+            "stats_period_s": 0.5,
+        }
+    )
+    with deployed(build_application(cluster, plan, args), APP, PREFIX, needs):
+        yield f"{serve_url}{PREFIX}"
+
+
+def test_vllm_instance_answers_openai_requests(vllm_app):
+    client = openai.OpenAI(base_url=f"{vllm_app}/v1", api_key="unused", max_retries=0, timeout=120)
+    unary = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, extra_body={"ignore_eos": True})
+    assert unary.usage.completion_tokens == 8 and unary.choices[0].finish_reason == "length"
+
+    chunks = list(
+        client.completions.create(
+            model=MODEL, prompt=[5, 6, 7, 8, 9], max_tokens=6, stream=True, extra_body={"ignore_eos": True}
+        )
+    )
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert sum(len(c.choices[0].text) for c in chunks) > 0
+
+    chat = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4, extra_body={"ignore_eos": True}
+    )
+    assert chat.usage.completion_tokens == 4
+
+    too_long = requests.post(
+        f"{vllm_app}/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 300}, timeout=30
+    )
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "max_tokens"
+
+    rows = requests.get(f"{vllm_app}/v1/hetserve/instances", timeout=10).json()["data"]
+    assert len(rows) == 1 and rows[0]["accelerator"] == "A100-SXM4-80GB"
