@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hetserve.catalog import default_catalog
-from hetserve.engines.base import GenerateRequest, RequestTooLongError, TokenChunk
+from hetserve.engines.base import EngineDeadError, GenerateRequest, RequestTooLongError, TokenChunk
 from hetserve.engines.vllm_engine import EngineStatsWindow, VLLMEngine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -294,3 +294,25 @@ def test_too_long_prompts_raise_request_too_long(runner: Runner):
         runner.collect(GenerateRequest("long-sum", max_tokens=MAX_MODEL_LEN, prompt_token_ids=tuple([5] * 100)))
     # The engine still serves afterwards.
     assert len(output_ids(runner.collect(GenerateRequest("after-long", max_tokens=4, prompt=PROMPT, ignore_eos=True)))) == 4
+
+
+@pytest.mark.vllm
+def test_a_dead_engine_core_raises_engine_dead(runner: Runner):
+    """Kills the engine-core and worker processes this module started (by PID), so it runs last:
+    vLLM notices the death, health checks and new requests raise EngineDeadError, and
+    stats report unhealthy. The module's teardown then checks shutdown of a dead engine."""
+    psutil = pytest.importorskip("psutil")
+    engine_procs = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
+    assert engine_procs, "no vLLM engine-core process found under this test process"
+    for proc in engine_procs:
+        proc.kill()
+
+    async def wait_until_unhealthy():
+        while runner.engine.stats().healthy:
+            await asyncio.sleep(0.1)
+
+    runner.run(wait_until_unhealthy(), timeout_s=30.0)
+    with pytest.raises(EngineDeadError):
+        runner.run(runner.engine.check_health())
+    with pytest.raises(EngineDeadError):
+        runner.collect(GenerateRequest("after-death", max_tokens=4, prompt=PROMPT))
