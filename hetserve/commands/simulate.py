@@ -24,11 +24,13 @@ from hetserve.sim import (
     Comparison,
     SimConfig,
     SimRequests,
+    fluid_bound,
     instances_from_plan,
     poisson_requests,
     requests_from_trace,
 )
 from hetserve.sim.compare import compare_policies
+from hetserve.sim.plot import plot_comparison
 from hetserve.traces import load_trace
 
 __all__ = ["register", "run", "resolve_trace", "TRACE_ALIASES"]
@@ -91,6 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "e.g. 0.7,1.3 (default: 1.0x the stream's own rate)")
     p.add_argument("--num-requests", type=int, default=None, dest="num_requests",
                    help="use only the first N requests of the trace (Poisson: how many; default 5000)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="replay the trace N times back to back (saturation runs need minutes of virtual "
+                   "time to reach steady state; a compressed trace may last less)")
+    p.add_argument("--run-bounds", action="store_true", dest="run_bounds",
+                   help="compare each run with the fluid bound of the work it did in its window (slower; "
+                   "removes the drift of a trace's request mix from short runs)")
     p.add_argument("--poisson-rate", type=float, default=1.0, dest="poisson_rate",
                    help="Poisson stream's base rate, requests/s (before --rate-scale)")
     p.add_argument("--max-tokens-rule", choices=["cap", "pow2"], default="cap", dest="max_tokens_rule",
@@ -129,6 +137,10 @@ def _stream(args: argparse.Namespace, cluster: Cluster) -> SimRequests:
     return reqs.head(args.num_requests) if args.num_requests else reqs
 
 
+def _repeat(args: argparse.Namespace, requests: SimRequests) -> SimRequests:
+    return requests.tiled(args.repeat)
+
+
 def _slo(args: argparse.Namespace, cluster: Cluster) -> SLO:
     ttft = args.slo_ttft_ms or (cluster.slo.ttft_ms if cluster.slo and cluster.slo.ttft_ms else 5000.0)
     tpot = args.slo_tpot_ms or (cluster.slo.tpot_ms if cluster.slo and cluster.slo.tpot_ms else 200.0)
@@ -145,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--policies: unknown scheduling policy {name!r}; known: {', '.join(known)}")
     if not policies:
         raise ConfigError("--policies: give at least one policy")
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat: must be >= 1 (got {args.repeat})")
     if not args.reconcile_interval_s > 0:
         raise ConfigError(f"--reconcile-interval-s: must be > 0 (got {args.reconcile_interval_s})")
     loads = _floats("--load", args.load) if args.load else None
@@ -153,9 +167,10 @@ def run(args: argparse.Namespace) -> int:
     cluster = load_cluster(args.cluster)
     plan = search_plan(cluster)
     instances = instances_from_plan(plan, cluster)
-    requests = _stream(args, cluster)
-    if len(requests) < 2:
-        raise ConfigError(f"--num-requests: need at least 2 requests (got {len(requests)})")
+    base = _stream(args, cluster)
+    if len(base) < 2:
+        raise ConfigError(f"--num-requests: need at least 2 requests (got {len(base)})")
+    requests = _repeat(args, base)
     slo = _slo(args, cluster)
     config = SimConfig(reconcile_interval_s=args.reconcile_interval_s, fast_forward=not args.no_fast_forward)
 
@@ -183,15 +198,21 @@ def run(args: argparse.Namespace) -> int:
         progress.remove_task(state["task"])
 
     with progress:
+        # One period of a repeated stream has its whole mix: bound it once, on every request of it.
+        bound = fluid_bound(instances, base) if args.repeat > 1 else None
         comparison = compare_policies(instances, requests, policies, loads=loads, rate_scales=scales,
-                                      seed=args.seed, config=config, slo=slo, on_run_start=on_run_start,
+                                      seed=args.seed, config=config, slo=slo, bound=bound,
+                                      run_bounds=args.run_bounds, on_run_start=on_run_start,
                                       on_progress=on_progress, on_run_end=on_run_end)
 
     _print(comparison, cluster, requests, wall, args.per_instance)
     if args.json_out:
         _write_json(args.json_out, comparison, cluster, plan, requests, wall, args)
     if args.plot:
-        _plot(args.plot, comparison, cluster)
+        try:
+            plot_comparison(args.plot, comparison, cluster.name)
+        except ImportError:
+            raise ConfigError("--plot: needs matplotlib (pip install 'hetserve[plot]')") from None
     return 0
 
 
@@ -205,7 +226,7 @@ def _print(comparison: Comparison, cluster: Cluster, requests: SimRequests, wall
     bound = comparison.offered
     console.print(
         f"[bold]{cluster.name}[/]: {comparison.num_instances} instances, stream {requests.name} "
-        f"({len(requests)} requests, {requests.num_clipped} prompts clipped to the context); fluid bound "
+        f"({len(requests)} requests, {requests.num_clipped} prompts clipped to the context); offered bound "
         f"{bound.output_tokens_per_s:,.0f} output tok/s = {bound.requests_per_s:.2f} req/s"
     )
     thr = Table(title="throughput inside the window (no ramp-up, no drain)")
@@ -271,32 +292,3 @@ def _write_json(path: str, comparison: Comparison, cluster: Cluster, plan, reque
         ],
     }
     Path(path).write_text(json.dumps(doc, indent=2, default=float) + "\n")
-
-
-def _plot(path: str, comparison: Comparison, cluster: Cluster) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot: needs matplotlib (pip install 'hetserve[plot]')") from None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in dict.fromkeys(r.policy for r in comparison.runs):
-        pts = sorted(((rep.offered_requests_per_s, rep) for run, rep in
-                      zip(comparison.runs, comparison.reports) if run.policy == name), key=lambda p: p[0])
-        xs = [x for x, _ in pts]
-        ax1.plot(xs, [r.output_tokens_per_s for _, r in pts], marker="o", label=name)
-        ax2.plot(xs, [r.ttft_s.p99 for _, r in pts], marker="o", label=name)
-    ax1.axhline(comparison.offered.output_tokens_per_s, color="grey", linestyle="--", label="fluid bound")
-    ax1.set_xlabel("offered load, requests/s")
-    ax1.set_ylabel("output tokens/s (window)")
-    ax2.set_xlabel("offered load, requests/s")
-    ax2.set_ylabel("p99 TTFT, s")
-    ax2.set_yscale("log")
-    ax1.legend(fontsize=8)
-    ax1.set_title(f"{cluster.name}: throughput")
-    ax2.set_title(f"{cluster.name}: p99 time to first token")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

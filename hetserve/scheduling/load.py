@@ -54,6 +54,7 @@ class _Instance:
     view: InstanceView
     seed_tokens_per_s: float
     max_num_seqs: int | None = None
+    ratio: float | None = None  # learned C / seed; None until a saturated stretch was measured
     tracked_tokens: float = 0.0  # sum of the flights' remaining work
     num_tracked: int = 0
     external_tokens: float = 0.0  # work the engine has that this tracker did not dispatch
@@ -81,7 +82,9 @@ class LoadTracker:
     reports form a stretch; once it spans `capacity_window_s`, the output tokens delivered over it
     (the engine's cumulative counter, or its reported rate integrated when it has no counter)
     divided by its length are blended into C (EWMA, `ewma_alpha`), and a new stretch starts. An
-    unsaturated report ends the stretch.
+    unsaturated report ends the stretch. Instances not measured yet move with the others: their
+    seed is scaled by the ratio learned on their deployment, else the median ratio (see
+    `_refresh_capacities`).
 
     Drift: `reconcile` compares the engine's running+waiting count with the requests this tracker
     believes are in flight there. Fewer on the engine: the oldest flights dispatched before the
@@ -124,6 +127,7 @@ class LoadTracker:
                             prefill_weight=self.prefill_weight, mean_output_tokens=self.mean_output_tokens)
         self._instances[instance_id] = _Instance(view, float(predicted_tokens_per_s), max_num_seqs)
         self._order = [self._instances[i] for i in sorted(self._instances)]
+        self._refresh_capacities()
 
     def remove_instance(self, instance_id: str) -> None:
         """Forget the instance and the requests in flight there (the router fails or retries them)."""
@@ -187,17 +191,25 @@ class LoadTracker:
         every sequence of a batch); the common case, a request past its prefill and below its
         output estimate, is inlined."""
         flights, instances = self._flights, self._instances
+        iid, drop = None, 0  # Q decrements gathered per instance (a batch is usually one instance's)
         for rid in request_ids:
             f = flights.get(rid)
             if f is None:
                 continue
-            streamed = f.num_streamed + num_tokens
-            if f.num_streamed > 0 and streamed < f.est_output_tokens:
+            before = f.num_streamed
+            streamed = before + num_tokens
+            if before > 0 and streamed < f.est_output_tokens:
                 f.num_streamed = streamed
                 f.remaining -= num_tokens
-                instances[f.instance_id].tracked_tokens -= num_tokens
+                if f.instance_id != iid:
+                    if iid is not None:
+                        instances[iid].tracked_tokens -= drop
+                    iid, drop = f.instance_id, 0
+                drop += num_tokens
             else:
                 self.on_tokens(rid, num_tokens, now_s)
+        if iid is not None:
+            instances[iid].tracked_tokens -= drop
 
     def on_complete(self, request_id: str, now_s: float) -> None:
         """Finished, aborted or failed: its remaining work leaves Q; a request that streamed output
@@ -264,9 +276,31 @@ class LoadTracker:
         span = now_s - inst.stretch_start_s
         if span >= self.capacity_window_s:
             measured = max(inst.stretch_tokens / span, MIN_CAPACITY_FRACTION * inst.seed_tokens_per_s)
-            v = inst.view
-            v.capacity_tokens_per_s += self.ewma_alpha * (measured - v.capacity_tokens_per_s)
+            current = inst.view.capacity_tokens_per_s
+            inst.ratio = (current + self.ewma_alpha * (measured - current)) / inst.seed_tokens_per_s
             inst.stretch_start_s, inst.stretch_tokens = now_s, 0.0
+            self._refresh_capacities()
+
+    def _refresh_capacities(self) -> None:
+        """C = seed x ratio. An instance never measured borrows the ratio of its deployment's
+        measured instances, else the median over all measured ones: what moved a measured C away
+        from its seed is mostly common to all (the live request mix differs from the one the plan
+        was priced for, so output tokens/s differ everywhere), and C's that mix learned and seeded
+        units would misroute toward the instances not yet measured."""
+        by_dep: dict[str, list[float]] = {}
+        for inst in self._instances.values():
+            if inst.ratio is not None:
+                by_dep.setdefault(inst.view.deployment, []).append(inst.ratio)
+        everything = sorted(r for rs in by_dep.values() for r in rs)
+        fallback = everything[len(everything) // 2] if everything else 1.0
+        for inst in self._instances.values():
+            if inst.ratio is not None:
+                ratio = inst.ratio
+            elif inst.view.deployment in by_dep:
+                ratio = sum(by_dep[inst.view.deployment]) / len(by_dep[inst.view.deployment])
+            else:
+                ratio = fallback
+            inst.view.capacity_tokens_per_s = inst.seed_tokens_per_s * ratio
 
     def _get(self, instance_id: str) -> _Instance:
         try:

@@ -3,17 +3,21 @@
 Definitions used by `hetserve simulate` and benchmarks/scheduling.py:
 - measurement window: arrivals from 25% of the stream's span to the last arrival (`SimConfig`);
   it is the same set of requests at every rate scale, because scaling compresses time uniformly.
-- offered bound: the fluid bound (sim.fluid) for the requests arriving in that window.
+- offered bound: the fluid bound (sim.fluid) for the requests arriving in that window, unless the
+  caller passes one (e.g. computed on one period of a repeated trace).
 - load x: rate_scale = x * (offered bound in requests/s) / (stream's mean rate over the window),
   so the window's mean offered rate is x times what the instances could serve saturated.
-- per-run bound: the fluid bound for the requests whose first token came out inside the window
-  in that run (the work actually done there); `PolicyReport.fraction_of_bound` uses it.
+- `PolicyReport.fraction_of_bound` is against the offered bound; with `run_bounds=True` it is
+  against a per-run bound instead: the fluid bound for the requests whose first token came out
+  inside the window in that run (the work actually done there), which removes the drift of a
+  trace's request mix over the hour from short runs, at the cost of one saturation run per
+  instance type per run.
 Plain Python, no ray, no clock (wall time is the caller's business).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from hetserve.scheduling.base import SchedulingPolicy, make_policy
@@ -64,7 +68,7 @@ class Comparison:
     offered: FluidBound
     reports: list[PolicyReport] = field(default_factory=list)
     runs: list[RunSpec] = field(default_factory=list)
-    bounds: list[FluidBound] = field(default_factory=list)  # per run (work done in its window)
+    bounds: list[FluidBound] = field(default_factory=list)  # what each run's fraction_of_bound used
 
     def report(self, policy: str, load: float | None = None, rate_scale: float | None = None) -> PolicyReport:
         for run, rep in zip(self.runs, self.reports):
@@ -88,6 +92,8 @@ def compare_policies(
     config: SimConfig | None = None,
     slo: SLO = DEFAULT_SLO,
     bound_requests: int | None = None,
+    bound: FluidBound | None = None,
+    run_bounds: bool = False,
     make: PolicyFactory = make_policy,
     on_run_start: Callable[[RunSpec, int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
@@ -101,7 +107,7 @@ def compare_policies(
     config = config or SimConfig()
     if (loads is None) == (rate_scales is None):
         raise ValueError("give loads or rate_scales (not both)")
-    bound = offered_bound(instances, requests, config, bound_requests)
+    bound = bound or offered_bound(instances, requests, config, bound_requests)
     points: list[tuple[float, float | None]] = (
         [(rate_scale_for_load(requests, bound, x, config), x) for x in loads]
         if loads is not None else [(s, None) for s in rate_scales]  # type: ignore[union-attr]
@@ -114,10 +120,13 @@ def compare_policies(
             if on_run_start is not None:
                 on_run_start(run, len(scaled))
             result = Simulator(instances, make(name, seed), scaled, config, progress=on_progress).run()
-            done = requests_started_in_window(result)
-            # Too little work in the window to saturate anything: fall back to the offered bound.
-            run_bound = fluid_bound(instances, done, bound_requests) if len(done) >= MIN_BOUND_REQUESTS else bound
-            report = summarize(result, run_bound, slo, rate_scale=scale)
+            run_bound = bound
+            if run_bounds:
+                done = requests_started_in_window(result)
+                # Too little work in the window to saturate anything: keep the offered bound.
+                if len(done) >= MIN_BOUND_REQUESTS:
+                    run_bound = fluid_bound(instances, done, bound_requests)
+            report = replace(summarize(result, run_bound, slo, rate_scale=scale), policy=name)
             out.runs.append(run)
             out.reports.append(report)
             out.bounds.append(run_bound)

@@ -59,6 +59,19 @@ class SimRequests:
         return SimRequests(self.name, self.arrival_s / rate_scale, self.num_prompt_tokens,
                            self.num_output_tokens, self.max_tokens, self.num_clipped)
 
+    def tiled(self, copies: int) -> "SimRequests":
+        """The stream repeated back to back `copies` times (each copy starts one mean gap after the
+        previous ends), for runs long enough to reach steady state on a short trace."""
+        if copies < 1:
+            raise ValueError(f"copies must be >= 1 (got {copies})")
+        if copies == 1:
+            return self
+        period = self.duration_s + (self.duration_s / max(len(self) - 1, 1))
+        arrival = np.concatenate([self.arrival_s + k * period for k in range(copies)])
+        rep = lambda a: np.tile(a, copies)  # noqa: E731
+        return SimRequests(self.name, arrival, rep(self.num_prompt_tokens), rep(self.num_output_tokens),
+                           rep(self.max_tokens), self.num_clipped * copies)
+
     def head(self, num_requests: int) -> "SimRequests":
         return SimRequests(self.name, self.arrival_s[:num_requests], self.num_prompt_tokens[:num_requests],
                            self.num_output_tokens[:num_requests], self.max_tokens[:num_requests],

@@ -112,6 +112,8 @@ def test_capacity_learns_from_saturated_stretches_only():
         t.reconcile("a-fast", stats(waiting=5, running=64, kv_used=50_000, total=total), float(s))
         total += 400
     assert t.view("a-fast").capacity_tokens_per_s == pytest.approx(0.5 * 1000 + 0.5 * 400)
+    # The slow instance, never measured, moves by the same ratio (0.7): units stay comparable.
+    assert t.view("b-slow").capacity_tokens_per_s == pytest.approx(100 * 0.7)
     # A stretch broken by an unsaturated report before it spans the window teaches nothing.
     before = t.view("a-fast").capacity_tokens_per_s
     for s in range(11, 30):
@@ -123,7 +125,7 @@ def test_capacity_learns_from_saturated_stretches_only():
     for s in range(30, 41):
         t.reconcile("b-slow", stats(waiting=3, running=4, kv_used=9_500, total=60 * (s - 30), capacity=10_000),
                     float(s))
-    assert t.view("b-slow").capacity_tokens_per_s == pytest.approx(0.5 * 100 + 0.5 * 60)
+    assert t.view("b-slow").capacity_tokens_per_s == pytest.approx(0.5 * 70 + 0.5 * 60)
 
 
 def test_reconcile_forgets_lost_requests_and_counts_foreign_ones():

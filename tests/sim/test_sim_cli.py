@@ -40,10 +40,10 @@ def test_replays_a_trace_at_given_rate_scales(capsys):
     except Exception:
         pytest.skip("shared Azure traces not present")
     rc = main(["simulate", "--cluster", LAPTOP, "--trace", "azure-conv", "--num-requests", "300",
-               "--rate-scale", "1,4", "--policies", "pow2", "--no-progress"])
+               "--repeat", "2", "--rate-scale", "1,4", "--policies", "pow2", "--no-progress", "--run-bounds"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "AzureLLMInferenceTrace_conv" in text and "x4" in text
+    assert "AzureLLMInferenceTrace_conv" in text and "x4" in text and "(600 requests" in text
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -52,6 +52,7 @@ def test_replays_a_trace_at_given_rate_scales(capsys):
     (["--rate-scale", "fast"], "--rate-scale: expected comma-separated numbers"),
     (["--trace", "/nonexistent/trace.csv"], "trace /nonexistent/trace.csv: no such file"),
     (["--num-requests", "0"], "--num-requests: must be >= 1"),
+    (["--repeat", "0"], "--repeat: must be >= 1"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(capsys, argv, message):
     assert main(["simulate", "--cluster", LAPTOP, "--no-progress", *argv]) == 2
