@@ -271,6 +271,12 @@ class AppArgs(_Edge):
         default=10.0, gt=0, description="Window of an instance's measured output tokens/s, s of engine time."
     )
     seed: int = Field(default=0, ge=0, description="Seed of the scheduling policy's tie-breaks.")
+    stream_interval_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Instances send streamed tokens at most this often (the first one at once), wall s.",
+    )
     default_max_tokens: int = Field(
         default=256, ge=1, description="max_tokens of chat requests that set neither max_tokens nor max_completion_tokens."
     )

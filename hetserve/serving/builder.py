@@ -127,7 +127,7 @@ def build_application(cluster: Cluster, plan: Plan, args: AppArgs) -> Applicatio
             model_path=args.vllm_model_path,
             engine_kwargs=dict(args.vllm_engine_kwargs),
         )
-        spec = InstanceSpec(name, args.engine, engine_spec, dp.prediction.output_tokens_per_s)
+        spec = InstanceSpec(name, args.engine, engine_spec, dp.prediction.output_tokens_per_s, args.stream_interval_s)
         instances[name] = serve.deployment(InstanceServer).options(**instance_deployment_options(dp, args)).bind(spec)
         infos.append(
             DeploymentInfo(

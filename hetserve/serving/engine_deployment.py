@@ -7,6 +7,7 @@ and fails Serve's health check when the engine is dead so Serve replaces it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, AsyncIterator
@@ -30,6 +31,7 @@ class InstanceSpec:
     engine: str  # "emulated" | "vllm"
     engine_spec: EngineSpec
     predicted_tokens_per_s: float
+    stream_interval_s: float = 0.05
 
 
 def stats_from_routing(routing_stats: dict[str, Any]) -> InstanceStats | None:
@@ -54,9 +56,17 @@ class InstanceServer:
 
     async def generate(self, request: GenerateRequest, target_instance: str | None = None) -> AsyncIterator[TokenChunk]:
         """Stream the request's output. `target_instance` is the replica the router chose (read by
-        the request router, see replica_router.py); it is ignored here."""
+        the request router, see replica_router.py); it is ignored here.
+
+        Stream batching: after each chunk sent, wait `stream_interval_s` before reading the next;
+        both engines merge the tokens produced meanwhile into one chunk, so a fast instance sends
+        one message per interval instead of one per token (the first token goes out at once).
+        """
+        interval_s = self._spec.stream_interval_s
         async for chunk in self._engine.generate(request):
             yield chunk
+            if interval_s > 0 and chunk.finish_reason is None:
+                await asyncio.sleep(interval_s)
 
     def whoami(self, target_instance: str | None = None) -> dict[str, str]:
         """Which replica and node answered (tests and debugging of routing)."""
