@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from hetserve.engines.base import GenerateRequest, TokenChunk
@@ -322,6 +323,13 @@ class RouterServer:
             done = True
         except (GeneratorExit, asyncio.CancelledError):
             raise
+        except RayActorError as exc:  # the replica died mid-request (Serve replaces it)
+            raise RequestError(
+                503,
+                f"instance {instance_id} ({inst.deployment.name}) went away during the request: {exc}",
+                type="service_unavailable",
+                code="instance_unavailable",
+            ) from None
         except Exception as exc:
             raise from_exception(exc) from None
         finally:

@@ -365,3 +365,31 @@ def test_custom_metrics_reach_prometheus_endpoints(app, client):
         "hetserve_predicted_output_tokens_per_s" in line and f'instance="{a100["instance_id"]}"' in line
         for line in on_node.splitlines()
     )
+
+
+def test_a_dead_instance_is_replaced_and_requests_keep_succeeding(app, plan):
+    """Kill the A100 replica (the one hetero prefers): requests sent meanwhile still succeed
+    (the request router falls back to a live replica when the chosen one is gone), Serve starts a
+    new replica, and the router's instance view picks it up in place of the dead one."""
+    base = app["base"]
+    rows = requests.get(f"{base}/v1/hetserve/instances", timeout=10).json()["data"]
+    a100 = next(r for r in rows if r["accelerator"] == "A100-SXM4-80GB")
+    actor = ray.get_actor(f"SERVE_REPLICA::{APP}#{a100['deployment']}#{a100['instance_id']}", namespace="serve")
+    ray.kill(actor, no_restart=True)
+    for i in range(6):
+        r = requests.post(
+            f"{base}/v1/completions", json={"model": MODEL, "prompt": f"still there {i}", "max_tokens": 4}, timeout=60
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 4
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        rows = requests.get(f"{base}/v1/hetserve/instances", timeout=10).json()["data"]
+        ids = {r["instance_id"] for r in rows if r["accelerator"] == "A100-SXM4-80GB"}
+        if ids and a100["instance_id"] not in ids and all(r["kv_usage"] is not None for r in rows):
+            break
+        time.sleep(0.5)
+    assert a100["instance_id"] not in ids and len(ids) == 1, rows
+    assert len(rows) == sum(d["num_instances"] for d in plan["deployments"])
+    r = requests.post(f"{base}/v1/completions", json={"model": MODEL, "prompt": "back", "max_tokens": 4}, timeout=60)
+    assert r.status_code == 200
