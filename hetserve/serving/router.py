@@ -104,6 +104,8 @@ class _Prepared:
 
 @dataclass(slots=True)
 class _Instance:
+    """An instance (replica) the router knows, with its latest stats report."""
+
     instance_id: str
     deployment: DeploymentInfo
     node_id: str | None
@@ -119,7 +121,18 @@ def count_text_tokens(text: str) -> int:
 
 
 class RouterServer:
-    """Ingress of the app. HTTP routes are below; `generate` / `generate_stream` serve handles."""
+    """Ingress of the app: validates, places and streams every request.
+
+    Per request: validate (model, token ids, prompt + max_tokens within the context) ->
+    `policy.select(RequestInfo, tracker.views(), now)` over healthy instances whose KV can hold it
+    -> `tracker.on_dispatch` -> stream from that exact replica, each chunk's tokens reported to
+    the tracker -> `on_complete` (also on failure or client disconnect, which aborts the request
+    on the instance). Every `stats_period_s` the replica set is re-read from the instance
+    directory (replicas added or replaced by Serve join, gone ones leave) and each replica's fresh
+    stats report is folded into the tracker (C, KV, drift of Q).
+
+    HTTP routes are the `http_*` methods; `generate` / `generate_stream` serve Python handles.
+    """
 
     async def __init__(self, spec: RouterSpec, instances: dict[str, DeploymentHandle]):
         self._spec = spec
