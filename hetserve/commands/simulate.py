@@ -96,6 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=1,
                    help="replay the trace N times back to back (saturation runs need minutes of virtual "
                    "time to reach steady state; a compressed trace may last less)")
+    p.add_argument("--shuffle-lengths", action="store_true", dest="shuffle_lengths",
+                   help="permute the trace's (prompt, output) pairs over its arrival times (seeded): the real "
+                   "arrival pattern and length distribution with a stationary mix, for throughput windows")
     p.add_argument("--run-bounds", action="store_true", dest="run_bounds",
                    help="compare each run with the fluid bound of the work it did in its window (slower; "
                    "removes the drift of a trace's request mix from short runs)")
@@ -141,6 +144,10 @@ def _repeat(args: argparse.Namespace, requests: SimRequests) -> SimRequests:
     return requests.tiled(args.repeat)
 
 
+def _shuffle(args: argparse.Namespace, requests: SimRequests) -> SimRequests:
+    return requests.shuffled_lengths(args.seed) if args.shuffle_lengths else requests
+
+
 def _slo(args: argparse.Namespace, cluster: Cluster) -> SLO:
     ttft = args.slo_ttft_ms or (cluster.slo.ttft_ms if cluster.slo and cluster.slo.ttft_ms else 5000.0)
     tpot = args.slo_tpot_ms or (cluster.slo.tpot_ms if cluster.slo and cluster.slo.tpot_ms else 200.0)
@@ -167,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     cluster = load_cluster(args.cluster)
     plan = search_plan(cluster)
     instances = instances_from_plan(plan, cluster)
-    base = _stream(args, cluster)
+    base = _shuffle(args, _stream(args, cluster))
     if len(base) < 2:
         raise ConfigError(f"--num-requests: need at least 2 requests (got {len(base)})")
     requests = _repeat(args, base)

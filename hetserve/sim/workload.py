@@ -59,6 +59,18 @@ class SimRequests:
         return SimRequests(self.name, self.arrival_s / rate_scale, self.num_prompt_tokens,
                            self.num_output_tokens, self.max_tokens, self.num_clipped)
 
+    def shuffled_lengths(self, seed: int = 0) -> "SimRequests":
+        """The same arrival times with the (prompt, output, max_tokens) triples permuted (seeded).
+
+        A trace's request mix drifts over its hour (the Azure conv trace's mean output per
+        5-minute bin moves by +-14%), and a saturated instance's output tokens/s moves with it, so
+        a throughput window, and the backlog that shifts which requests it serves, would measure
+        the drift more than the policy. Shuffling keeps the real arrival pattern and the real
+        length distribution but makes the mix stationary."""
+        perm = np.random.default_rng(seed).permutation(len(self))
+        return SimRequests(self.name, self.arrival_s, self.num_prompt_tokens[perm], self.num_output_tokens[perm],
+                           self.max_tokens[perm], self.num_clipped)
+
     def tiled(self, copies: int) -> "SimRequests":
         """The stream repeated back to back `copies` times (each copy starts one mean gap after the
         previous ends), for runs long enough to reach steady state on a short trace."""

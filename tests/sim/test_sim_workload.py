@@ -65,3 +65,23 @@ def test_saturated_instance_matches_the_steady_state_throughput_model():
     assert cap.output_tokens_per_s == pytest.approx(model.output_tokens_per_s, rel=0.05)
     assert cap.requests_per_s == pytest.approx(model.requests_per_s, rel=0.05)
     assert cap.total_tokens_per_s == pytest.approx(cap.requests_per_s * 750, rel=0.05)
+
+
+def test_shuffled_lengths_keep_arrivals_and_the_length_multiset():
+    reqs = make_requests(3.0, 500, seed=7)
+    a, b = reqs.shuffled_lengths(1), reqs.shuffled_lengths(1)
+    assert np.array_equal(a.arrival_s, reqs.arrival_s)
+    assert np.array_equal(a.num_output_tokens, b.num_output_tokens)
+    assert not np.array_equal(a.num_output_tokens, reqs.num_output_tokens)
+    pairs = lambda r: sorted(zip(r.num_prompt_tokens.tolist(), r.num_output_tokens.tolist(), r.max_tokens.tolist()))  # noqa: E731
+    assert pairs(a) == pairs(reqs)
+
+
+def test_tiled_stream_repeats_the_pattern_back_to_back():
+    reqs = requests_from_trace(trace(), max_model_len=4096)
+    t = reqs.tiled(3)
+    gap = reqs.duration_s / (len(reqs) - 1)
+    assert len(t) == 12 and t.num_clipped == 3
+    assert t.arrival_s[4] == pytest.approx(reqs.duration_s + gap)
+    assert np.all(np.diff(t.arrival_s) > 0)
+    assert t.num_output_tokens.tolist() == reqs.num_output_tokens.tolist() * 3
