@@ -37,8 +37,7 @@ def window_requests(requests: SimRequests, config: SimConfig) -> SimRequests:
     """The requests arriving inside the measurement window (independent of the rate scale)."""
     t0, t1 = config.window_for(requests)
     m = (requests.arrival_s >= t0) & (requests.arrival_s <= t1)
-    return SimRequests(requests.name, requests.arrival_s[m], requests.num_prompt_tokens[m],
-                       requests.num_output_tokens[m], requests.max_tokens[m], requests.num_clipped)
+    return requests.take(m)
 
 
 def offered_bound(instances: Sequence[InstanceSpec], requests: SimRequests, config: SimConfig,

@@ -20,7 +20,7 @@ import numpy as np
 
 from hetserve.scheduling.policies import RoundRobinPolicy
 from hetserve.sim.instances import InstanceSpec
-from hetserve.sim.simulator import SimConfig, Simulator
+from hetserve.sim.simulator import SimConfig, SimResult, Simulator
 from hetserve.sim.workload import SimRequests
 
 __all__ = ["FluidBound", "InstanceCapacity", "fluid_bound", "saturated_capacity"]
@@ -103,11 +103,10 @@ def fluid_bound(instances: Sequence[InstanceSpec], requests: SimRequests,
     return FluidBound(per)
 
 
-def requests_started_in_window(result) -> SimRequests:
+def requests_started_in_window(result: SimResult) -> SimRequests:
     """The requests whose first token came out inside the result's measurement window: the work
     the cluster actually did there, whose saturated rate is the fair bound for that run (the
     traces' request mix drifts over the hour, and a backlog shifts which requests a window sees)."""
     t0, t1 = result.window_s
     m = (result.first_token_s >= t0) & (result.first_token_s <= t1)
-    r = result.requests
-    return SimRequests(r.name, r.arrival_s[m], r.num_prompt_tokens[m], r.num_output_tokens[m], r.max_tokens[m])
+    return result.requests.take(m)

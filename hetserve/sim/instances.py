@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from hetserve.cluster import Cluster
 from hetserve.model import LatencyModel, memory_fit
+from hetserve.planner import search_plan
 from hetserve.records import LatencyCoeffs, Plan
 
-__all__ = ["InstanceSpec", "instances_from_plan"]
+__all__ = ["InstanceSpec", "instances_for_cluster", "instances_from_plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +64,9 @@ def instances_from_plan(plan: Plan, cluster: Cluster, latency_model: LatencyMode
     if not out:
         raise ValueError(f"plan for {plan.cluster} has no instances")
     return out
+
+
+def instances_for_cluster(cluster: Cluster, latency_model: LatencyModel | None = None) -> list[InstanceSpec]:
+    """Plan the cluster (throughput objective) and return its instances."""
+    lm = latency_model or LatencyModel.default()
+    return instances_from_plan(search_plan(cluster, latency_model=lm), cluster, lm)

@@ -30,7 +30,17 @@ class SimRequests:
     num_prompt_tokens: np.ndarray
     num_output_tokens: np.ndarray  # true length: the engine stops here (EOS)
     max_tokens: np.ndarray  # what the client asked for; >= num_output_tokens
-    num_clipped: int = 0  # prompts shortened to fit max_model_len
+    clipped: np.ndarray | None = None  # per request: was its prompt shortened to fit max_model_len
+
+    @property
+    def num_clipped(self) -> int:
+        return int(np.count_nonzero(self.clipped)) if self.clipped is not None else 0
+
+    def take(self, index: np.ndarray | slice) -> "SimRequests":
+        """The requests at `index` (a mask, indices or a slice), every array alike."""
+        return SimRequests(self.name, self.arrival_s[index], self.num_prompt_tokens[index],
+                           self.num_output_tokens[index], self.max_tokens[index],
+                           None if self.clipped is None else self.clipped[index])
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -57,7 +67,7 @@ class SimRequests:
         if rate_scale <= 0:
             raise ValueError(f"rate_scale must be > 0 (got {rate_scale})")
         return SimRequests(self.name, self.arrival_s / rate_scale, self.num_prompt_tokens,
-                           self.num_output_tokens, self.max_tokens, self.num_clipped)
+                           self.num_output_tokens, self.max_tokens, self.clipped)
 
     def shuffled_lengths(self, seed: int = 0) -> "SimRequests":
         """The same arrival times with the (prompt, output, max_tokens) triples permuted (seeded).
@@ -68,8 +78,9 @@ class SimRequests:
         the drift more than the policy. Shuffling keeps the real arrival pattern and the real
         length distribution but makes the mix stationary."""
         perm = np.random.default_rng(seed).permutation(len(self))
-        return SimRequests(self.name, self.arrival_s, self.num_prompt_tokens[perm], self.num_output_tokens[perm],
-                           self.max_tokens[perm], self.num_clipped)
+        shuffled = self.take(perm)
+        return SimRequests(self.name, self.arrival_s, shuffled.num_prompt_tokens, shuffled.num_output_tokens,
+                           shuffled.max_tokens, shuffled.clipped)
 
     def tiled(self, copies: int) -> "SimRequests":
         """The stream repeated back to back `copies` times (each copy starts one mean gap after the
@@ -82,20 +93,16 @@ class SimRequests:
         arrival = np.concatenate([self.arrival_s + k * period for k in range(copies)])
         rep = lambda a: np.tile(a, copies)  # noqa: E731
         return SimRequests(self.name, arrival, rep(self.num_prompt_tokens), rep(self.num_output_tokens),
-                           rep(self.max_tokens), self.num_clipped * copies)
+                           rep(self.max_tokens), None if self.clipped is None else rep(self.clipped))
 
     def head(self, num_requests: int) -> "SimRequests":
-        return SimRequests(self.name, self.arrival_s[:num_requests], self.num_prompt_tokens[:num_requests],
-                           self.num_output_tokens[:num_requests], self.max_tokens[:num_requests],
-                           self.num_clipped)
+        return self.take(slice(0, num_requests))
 
     def sample(self, num_requests: int) -> "SimRequests":
         """`num_requests` requests spread evenly over the whole stream (keeps its length mix)."""
         if num_requests >= len(self):
             return self
-        idx = np.unique(np.linspace(0, len(self) - 1, num_requests).round().astype(np.int64))
-        return SimRequests(self.name, self.arrival_s[idx], self.num_prompt_tokens[idx],
-                           self.num_output_tokens[idx], self.max_tokens[idx], self.num_clipped)
+        return self.take(np.unique(np.linspace(0, len(self) - 1, num_requests).round().astype(np.int64)))
 
 
 def _client_max_tokens(outputs: np.ndarray, prompts: np.ndarray, rule: MaxTokensRule, cap: int,
@@ -113,12 +120,13 @@ def _client_max_tokens(outputs: np.ndarray, prompts: np.ndarray, rule: MaxTokens
     return np.maximum(asked, outputs).astype(np.int64)
 
 
-def _fit_context(prompts: np.ndarray, outputs: np.ndarray, max_model_len: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _fit_context(prompts: np.ndarray, outputs: np.ndarray,
+                 max_model_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Clip prompts so prompt + output <= max_model_len (a client truncating its context rather
-    than being refused; the Azure traces hold prompts up to 14k tokens)."""
+    than being refused; the Azure traces hold prompts up to 14k tokens). Returns the clipped mask."""
     outputs = np.minimum(outputs, max_model_len - 1)
     limit = max_model_len - outputs
-    clipped = int(np.count_nonzero(prompts > limit))
+    clipped = prompts > limit
     return np.maximum(1, np.minimum(prompts, limit)), outputs, clipped
 
 
