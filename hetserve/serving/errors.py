@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 from hetserve.engines.base import EngineDeadError, EngineError, RequestTooLongError
 from hetserve.scheduling.base import NoInstanceError
+from hetserve.serving.openai_api import ErrorBody, ErrorResponse
 
 __all__ = ["RequestError", "from_exception", "from_validation_errors"]
 
@@ -41,7 +42,8 @@ class RequestError(Exception):
         return (RequestError, (self.status_code, self.message, self.type, self.param, self.code))
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        err = ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code)
+        return ErrorResponse(error=err).model_dump()
 
 
 def _root_cause(exc: BaseException) -> BaseException:
