@@ -209,7 +209,14 @@ def write_report(args, cluster, plan, bound, loads, request, rows, wall_min, loa
             + " | ".join(f"{r['share'].get(d, 0.0):.3f}" for d in deps)
             + " |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "Reading: the machine's CPUs are shared (see the load average above), so a run-to-run spread of several "
+        "% is noise; the split between policies that keep every instance full (hetero, least_requests) and "
+        "those that do not (round_robin: equal request rates, so the slow instances throttle the closed loop "
+        "and the A100 idles; pow2: queue lengths without speed) is not.",
+        "",
+    ]
     for n in loads:
         base = {r["policy"]: r["tok_s"] for r in rows if r["clients"] == n}
         if "hetero" in base and "round_robin" in base and base["round_robin"] > 0:
