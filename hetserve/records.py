@@ -28,6 +28,13 @@ class LatencyCoeffs:
             return 0.0
         return self.a_p * num_tokens + self.q_p * num_tokens * num_tokens + self.b_p
 
+    def prefill_batch_s(self, num_tokens: float, sum_sq_prompt_tokens: float) -> float:
+        """Prefill of several prompts in one step: the attention term is per sequence
+        (q_p * sum of l_i**2), not q_p * (sum of l_i)**2, which would overcount a batch."""
+        if num_tokens <= 0:
+            return 0.0
+        return self.a_p * num_tokens + self.q_p * sum_sq_prompt_tokens + self.b_p
+
     def decode_s(self, num_seqs: float, num_context_tokens: float) -> float:
         if num_seqs <= 0:
             return 0.0

@@ -156,9 +156,10 @@ class ContinuousBatcher:
         # Only the sequences admitted since their last step need prefill (O(admitted), not O(B)),
         # and the batch's context is the KV in use (the invariant on kv_used_tokens).
         num_prefill = sum(s.num_kv_tokens for s in self._prefill_pending)
+        sum_sq = sum(s.num_kv_tokens * s.num_kv_tokens for s in self._prefill_pending)
         num_decode = len(self.running)
         num_ctx = self.kv_used_tokens
-        step_s = self.coeffs.prefill_s(num_prefill) + self.coeffs.decode_s(num_decode, num_ctx)
+        step_s = self.coeffs.prefill_batch_s(num_prefill, sum_sq) + self.coeffs.decode_s(num_decode, num_ctx)
         return StepPlan(tuple(self.running), num_prefill, num_decode, num_ctx, step_s, tuple(preempted),
                         self._num_aborts)
 
