@@ -1,0 +1,311 @@
+"""Starting a local cluster: one `ray start` per node, each in a session and Ray temp dir of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from hetserve.catalog import ray_resource_name
+from hetserve.cluster import Cluster, load_cluster
+from hetserve.config import ConfigError
+from hetserve.localcluster.processes import (
+    _child_env,
+    _node_id,
+    _node_members,
+    _process_table,
+    _ray_executable,
+    _spawn,
+    _start_ticks,
+    _stop_nodes,
+)
+from hetserve.localcluster.state import (
+    LocalCluster,
+    LocalNode,
+    default_state_file,
+    load_local_cluster,
+    write_local_cluster,
+)
+
+# Each local worker node costs ~230 MiB of RSS (raylet + two agents), the head ~650 MiB, before any
+# replica; above this a "local" cluster is a mistake (e.g. cluster_configs/large.yaml), not a demo.
+MAX_LOCAL_NODES = 8
+HEAD_NODE_NAME = "head"
+LABEL_NODE = "hetserve.io/node"
+LABEL_ACCELERATOR = "hetserve.io/accelerator"
+LABEL_ROLE = "hetserve.io/role"
+DEFAULT_OBJECT_STORE_BYTES = 200 * 1024**2
+# Ray's unix sockets live at <temp_dir>/session_<39 chars>/sockets/plasma_store; the kernel caps
+# socket paths at 107 bytes.
+MAX_TEMP_DIR_CHARS = 40
+_STARTED_MARKER = "Ray runtime started."
+_ADDRESS_RE = re.compile(r"ray start --address='([^']+)'")
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)$")
+
+
+def start_local_cluster(
+    cluster: Cluster | str | Path,
+    *,
+    state_dir: str | Path | None = None,
+    state_file: str | Path | None = None,
+    head_num_cpus: int = 4,
+    worker_num_cpus: int | None = None,
+    metrics_export_port: int | None = None,
+    dashboard: bool = False,
+    dashboard_port: int | None = None,
+    port: int | None = None,
+    ray_temp_dir: str | Path | None = None,
+    object_store_memory_bytes: int = DEFAULT_OBJECT_STORE_BYTES,
+    timeout_s: float = 120.0,
+    max_nodes: int = MAX_LOCAL_NODES,
+) -> LocalCluster:
+    """Start a head node and one worker node per cluster node; record them in a state file.
+
+    The head carries no accelerator resource (routers, the Serve controller and proxies go there);
+    each worker carries `{ray_resource_name(accelerator): count}`, `num_gpus=0` and the labels
+    `hetserve.io/node`, `hetserve.io/accelerator`. Ports left as None are picked free. Logical
+    CPUs per worker: the node's `overrides.num_cpus`, else `worker_num_cpus`, else
+    max(4, 2·count), enough for one replica per accelerator plus Serve's own actors.
+
+    Args:
+        state_dir: where the state file (`local_cluster.json`) and the nodes' logs (`logs/`) go;
+            default ~/.hetserve.
+        state_file: the state file itself, overriding state_dir's; logs go next to it.
+        ray_temp_dir: root of the nodes' Ray temp dirs (`head/`, `w0/`, `w1/` ...: one per node,
+            so nodes can start together without racing for socket and log names). None: the
+            head keeps Ray's default (/tmp/ray, so `RAY_ADDRESS=auto` and `ray status` find it)
+            and workers go under /tmp/hetserve-<uid>/<gcs port>/. Each node's dir is at most
+            MAX_TEMP_DIR_CHARS long (unix socket paths are capped).
+
+    Raises:
+        ConfigError: too many nodes, a recorded cluster is still running, bad names, or a node
+            failed to start (everything started so far is stopped first; the message carries the
+            tail of that node's log).
+    """
+    t0 = time.monotonic()
+    resolved = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
+    if len(resolved.nodes) > max_nodes:
+        raise ConfigError(
+            f"cluster {resolved.name!r} has {len(resolved.nodes)} nodes; a local cluster runs at most "
+            f"{max_nodes} Ray nodes on one machine (each costs ~230 MiB). Use `hetserve simulate` for "
+            "large clusters, or a real Ray cluster"
+        )
+    if state_file is not None:
+        state_file = Path(state_file)
+        state_root = state_file.parent
+    else:
+        state_root = Path(state_dir) if state_dir else default_state_file().parent
+        state_file = state_root / "local_cluster.json"
+    previous = load_local_cluster(state_file)
+    if previous is not None and previous.is_alive():
+        raise ConfigError(
+            f"a local cluster recorded in {state_file} is still running (address {previous.address}); "
+            "run `hetserve cluster down` first"
+        )
+    logs_dir = state_root / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    for n in resolved.nodes:
+        if n.name == HEAD_NODE_NAME:
+            raise ConfigError(f"nodes: the name {HEAD_NODE_NAME!r} is reserved for the local head node")
+        _check_label_value("nodes[].name", n.name)
+        _check_label_value("nodes[].accelerator", n.accelerator)
+
+    ray_exe = _ray_executable()
+    env = _child_env()
+    ports = _PortPicker()
+    gcs_port = port or ports.pick()
+    if ray_temp_dir is not None:
+        temp_root = Path(ray_temp_dir).absolute()
+        head_temp: Path | None = temp_root / "head"
+    else:
+        temp_root = Path(os.environ.get("RAY_TMPDIR") or "/tmp") / f"hetserve-{os.getuid()}" / str(gcs_port)
+        head_temp = None
+    worker_temps = [temp_root / f"w{i}" for i in range(len(resolved.nodes))]
+    for d in [head_temp, *worker_temps]:
+        if d is not None and len(str(d)) > MAX_TEMP_DIR_CHARS:
+            raise ConfigError(
+                f"ray_temp_dir: {str(d)!r} is {len(str(d))} characters; at most {MAX_TEMP_DIR_CHARS} "
+                "(Ray's unix socket paths under it must stay below 108 bytes)"
+            )
+    head_metrics = metrics_export_port or ports.pick()
+    dash_port = (dashboard_port or ports.pick()) if dashboard else None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    # No --block: a blocking `ray start` would stay resident (~140 MiB per node) only to watch its
+    # children; the session id already tells us which processes are the node's.
+    common = [
+        "--num-gpus=0",
+        f"--object-store-memory={object_store_memory_bytes}",
+        "--min-worker-port=0",
+        "--max-worker-port=0",
+        "--disable-usage-stats",
+        "--log-style=record",
+        "--log-color=false",
+    ]
+
+    started: list[tuple[LocalNode, subprocess.Popen]] = []
+    try:
+        head_labels = {LABEL_NODE: HEAD_NODE_NAME, LABEL_ROLE: "head"}
+        head_agent_port = ports.pick()
+        head_args = [
+            "--head",
+            f"--port={gcs_port}",
+            f"--num-cpus={head_num_cpus}",
+            "--resources={}",
+            f"--metrics-export-port={head_metrics}",
+            f"--dashboard-agent-listen-port={head_agent_port}",
+            f"--ray-client-server-port={ports.pick()}",
+            f"--labels={_labels_arg(head_labels)}",
+        ]
+        if dashboard:
+            head_args += ["--include-dashboard=true", f"--dashboard-port={dash_port}"]
+        else:
+            head_args += ["--include-dashboard=false"]
+        if head_temp is not None:
+            head_temp.mkdir(parents=True, exist_ok=True)
+            head_args.append(f"--temp-dir={head_temp}")
+        head_log = logs_dir / f"{stamp}-{HEAD_NODE_NAME}.log"
+        proc = _spawn([ray_exe, "start", *head_args, *common], head_log, env)
+        head = LocalNode(
+            name=HEAD_NODE_NAME,
+            role="head",
+            accelerator=None,
+            resources={},
+            num_cpus=head_num_cpus,
+            labels=head_labels,
+            pid=proc.pid,
+            start_ticks=_start_ticks(proc.pid),
+            metrics_export_port=head_metrics,
+            dashboard_agent_listen_port=head_agent_port,
+            log_path=str(head_log),
+            ray_temp_dir=str(head_temp) if head_temp else None,
+        )
+        started.append((head, proc))
+        _wait_started(head, proc, time.monotonic() + timeout_s)
+        address = _head_address(head_log)
+
+        # All workers at once, each in its own Ray temp dir: nodes sharing one race for the same
+        # socket and log names (raylet.1 twice: "bind: Address already in use").
+        workers: list[tuple[LocalNode, subprocess.Popen]] = []
+        for n, temp in zip(resolved.nodes, worker_temps):
+            temp.mkdir(parents=True, exist_ok=True)
+            resources = {ray_resource_name(n.accelerator): float(n.count)}
+            cpus = n.num_cpus or worker_num_cpus or max(4, 2 * n.count)
+            labels = {LABEL_NODE: n.name, LABEL_ACCELERATOR: n.accelerator, LABEL_ROLE: "worker"}
+            metrics_port, agent_port = ports.pick(), ports.pick()
+            args = [
+                f"--address={address}",
+                f"--num-cpus={cpus}",
+                f"--resources={json.dumps(resources)}",
+                f"--metrics-export-port={metrics_port}",
+                f"--dashboard-agent-listen-port={agent_port}",
+                # One log monitor per host is enough (Ray's own multi-node-on-one-host advice).
+                "--include-log-monitor=false",
+                f"--labels={_labels_arg(labels)}",
+                f"--temp-dir={temp}",
+            ]
+            log = logs_dir / f"{stamp}-{n.name}.log"
+            proc = _spawn([ray_exe, "start", *args, *common], log, env)
+            node = LocalNode(
+                name=n.name,
+                role="worker",
+                accelerator=n.accelerator,
+                resources=resources,
+                num_cpus=cpus,
+                labels=labels,
+                pid=proc.pid,
+                start_ticks=_start_ticks(proc.pid),
+                metrics_export_port=metrics_port,
+                dashboard_agent_listen_port=agent_port,
+                log_path=str(log),
+                ray_temp_dir=str(temp),
+            )
+            started.append((node, proc))
+            workers.append((node, proc))
+        deadline = time.monotonic() + timeout_s
+        for node, proc in workers:
+            _wait_started(node, proc, deadline)
+    except BaseException:
+        _stop_nodes([n for n, _ in started], grace_s=10.0)
+        for _, p in started:
+            p.wait()  # SIGKILLed by _stop_nodes if still running; reap it
+        raise
+
+    table = _process_table()
+    nodes = [
+        LocalNode(**{**asdict(n), "node_id": _node_id(n, table), "pids": tuple(sorted(_node_members(n, table)))})
+        for n, _ in started
+    ]
+    result = LocalCluster(
+        name=resolved.name,
+        address=address,
+        head=nodes[0],
+        workers=tuple(nodes[1:]),
+        state_file=str(state_file.absolute()),
+        ray_temp_dir=str(temp_root),
+        dashboard_url=f"http://127.0.0.1:{dash_port}" if dashboard else None,
+        startup_s=round(time.monotonic() - t0, 3),
+    )
+    write_local_cluster(result, state_file)
+    return result
+
+
+def _wait_started(node: LocalNode, proc: subprocess.Popen, deadline: float) -> None:
+    """Wait for `ray start` to exit: 0 once the node has registered with the GCS."""
+    try:
+        code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"local node {node.name!r} did not start in time; log {node.log_path}:\n"
+            f"{_tail(Path(node.log_path).read_text(errors='replace'))}"
+        ) from None
+    text = Path(node.log_path).read_text(errors="replace")
+    if code != 0 or _STARTED_MARKER not in text:
+        raise ConfigError(
+            f"local node {node.name!r} failed to start (exit code {code}); log {node.log_path}:\n{_tail(text)}"
+        )
+
+
+def _head_address(log_path: Path) -> str:
+    text = log_path.read_text(errors="replace")
+    match = _ADDRESS_RE.search(text)
+    if match is None:
+        raise ConfigError(f"cannot find the head's address in {log_path}:\n{_tail(text)}")
+    return match.group(1)
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _labels_arg(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
+def _check_label_value(what: str, value: str) -> None:
+    if not _LABEL_VALUE_RE.match(value):
+        raise ConfigError(
+            f"{what}: {value!r} cannot label a Ray node (at most 63 characters, alphanumeric at both ends, "
+            "only letters, digits, '-', '_' and '.' between)"
+        )
+
+
+class _PortPicker:
+    """Free TCP ports, distinct within one cluster (the OS may hand out the same one twice)."""
+
+    def __init__(self) -> None:
+        self._taken: set[int] = set()
+
+    def pick(self) -> int:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("", 0))
+                port = s.getsockname()[1]
+            if port not in self._taken:
+                self._taken.add(port)
+                return port
+        raise ConfigError("cannot find a free TCP port")
