@@ -19,12 +19,11 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
-from hetserve.engines.base import GenerateRequest, TokenChunk
+from hetserve.engines.base import TokenChunk
 from hetserve.records import RequestInfo
 from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
 from hetserve.serving.engine_deployment import stats_from_routing
@@ -40,8 +39,8 @@ from hetserve.serving.openai_api import (
     completion_chunk,
     completion_response,
     model_list,
-    new_request_id,
 )
+from hetserve.serving.prepare import Prepared, RequestPreparer
 from hetserve.serving.replica_router import TARGET_KWARG
 
 __all__ = ["DeploymentInfo", "RouterIngress", "RouterServer", "RouterSpec", "api"]
@@ -91,17 +90,6 @@ class RouterSpec:
     startup_timeout_s: float = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """A validated request, ready to place."""
-
-    kind: str  # "completion" | "chat"
-    request: GenerateRequest
-    num_prompt_tokens: int
-    include_usage: bool
-    created: int
-
-
 @dataclass(slots=True)
 class _Instance:
     """An instance (replica) the router knows, with its latest stats report."""
@@ -112,12 +100,6 @@ class _Instance:
     tags: InstanceTags
     last_seq: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-def count_text_tokens(text: str) -> int:
-    """Prompt tokens of a text prompt at the router: the engines' 4-characters rule
-    (`Engine.count_prompt_tokens`), passed down so engine and scheduler agree."""
-    return max(1, len(text) // 4)
 
 
 class RouterServer:
@@ -136,6 +118,7 @@ class RouterServer:
 
     async def __init__(self, spec: RouterSpec, instances: dict[str, DeploymentHandle]):
         self._spec = spec
+        self._prepare = RequestPreparer(spec.model, spec.max_model_len, spec.vocab_size, spec.default_max_tokens)
         ctx = serve.get_replica_context()
         self._app_name = ctx.app_name
         self._router_id = ctx.replica_id.unique_id
@@ -211,100 +194,8 @@ class RouterServer:
             await asyncio.sleep(0.05)
             self._sync_instances()
 
-    # ---- validation --------------------------------------------------------------------------
-    def _check_model(self, model: str) -> None:
-        if model != self._spec.model:
-            raise RequestError(
-                404,
-                f"model {model!r} is not served here; served: {self._spec.model!r}",
-                param="model",
-                code="model_not_found",
-            )
-
-    def _check_length(self, num_prompt_tokens: int, max_tokens: int) -> None:
-        limit = self._spec.max_model_len
-        if max_tokens > limit:
-            raise RequestError(
-                400,
-                f"max_tokens={max_tokens} is out of range: the context holds {limit} tokens (prompt + output)",
-                param="max_tokens",
-                code="invalid_value",
-            )
-        if num_prompt_tokens + max_tokens > limit:
-            raise RequestError(
-                400,
-                f"prompt of {num_prompt_tokens} tokens + max_tokens {max_tokens} = "
-                f"{num_prompt_tokens + max_tokens} tokens is longer than the context of {limit} tokens",
-                param="prompt",
-                code="context_length_exceeded",
-            )
-
-    def _prepare_completion(self, body: CompletionRequest) -> _Prepared:
-        self._check_model(body.model)
-        rid = new_request_id("cmpl")
-        if isinstance(body.prompt, list):
-            too_big = [t for t in body.prompt if t >= self._spec.vocab_size]
-            if too_big:
-                raise RequestError(
-                    400,
-                    f"prompt: token id {too_big[0]} is outside the vocabulary (size {self._spec.vocab_size})",
-                    param="prompt",
-                    code="invalid_value",
-                )
-            num_prompt = len(body.prompt)
-            text, ids = None, tuple(body.prompt)
-        else:
-            num_prompt = count_text_tokens(body.prompt)
-            text, ids = body.prompt, None
-        self._check_length(num_prompt, body.max_tokens)
-        req = GenerateRequest(
-            request_id=rid,
-            max_tokens=body.max_tokens,
-            prompt=text,
-            prompt_token_ids=ids,
-            num_prompt_tokens=num_prompt,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            seed=body.seed,
-            stop=body.stop_strings,
-            ignore_eos=body.ignore_eos,
-        )
-        return _Prepared("completion", req, num_prompt, body.include_usage, int(time.time()))
-
-    def _prepare_chat(self, body: ChatCompletionRequest) -> _Prepared:
-        self._check_model(body.model)
-        prompt = body.render_prompt()
-        num_prompt = count_text_tokens(prompt)
-        max_tokens = body.requested_max_tokens()
-        if max_tokens is None:
-            max_tokens = max(1, min(self._spec.default_max_tokens, self._spec.max_model_len - num_prompt))
-        self._check_length(num_prompt, max_tokens)
-        req = GenerateRequest(
-            request_id=new_request_id("chatcmpl"),
-            max_tokens=max_tokens,
-            prompt=prompt,
-            num_prompt_tokens=num_prompt,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            seed=body.seed,
-            stop=body.stop_strings,
-            ignore_eos=body.ignore_eos,
-        )
-        return _Prepared("chat", req, num_prompt, body.include_usage, int(time.time()))
-
-    def _prepare_dict(self, request: dict[str, Any]) -> _Prepared:
-        """A handle call's dict: a chat request if it has `messages`, else a completion."""
-        if not isinstance(request, dict):
-            raise RequestError(400, f"request must be a dict of OpenAI fields (got {type(request).__name__})")
-        try:
-            if "messages" in request:
-                return self._prepare_chat(ChatCompletionRequest.model_validate(request))
-            return self._prepare_completion(CompletionRequest.model_validate(request))
-        except ValidationError as err:
-            raise from_validation_errors(err.errors()) from None
-
     # ---- dispatch ----------------------------------------------------------------------------
-    async def _stream_tokens(self, prepared: _Prepared) -> AsyncIterator[TokenChunk]:
+    async def _stream_tokens(self, prepared: Prepared) -> AsyncIterator[TokenChunk]:
         """Place the request on one instance and stream its chunks, keeping the tracker exact."""
         req = prepared.request
         if not self._instances:
@@ -355,7 +246,7 @@ class RouterServer:
             tpot = (last_s - first_s) / (num_out - 1) if first_s is not None and num_out > 1 else None
             self._metrics.latency(inst.tags, ttft, tpot, end_s - now_s)
 
-    async def _complete(self, prepared: _Prepared) -> dict[str, Any]:
+    async def _complete(self, prepared: Prepared) -> dict[str, Any]:
         parts: list[str] = []
         finish, num_out = None, 0
         async for chunk in self._stream_tokens(prepared):
@@ -365,7 +256,7 @@ class RouterServer:
         make = completion_response if prepared.kind == "completion" else chat_response
         return make(prepared.request.request_id, self._spec.model, "".join(parts), finish, usage, prepared.created)
 
-    async def _chunk_dicts(self, prepared: _Prepared) -> AsyncIterator[dict[str, Any]]:
+    async def _chunk_dicts(self, prepared: Prepared) -> AsyncIterator[dict[str, Any]]:
         """OpenAI stream chunks; a chat stream carries the assistant role in its first chunk."""
         rid, model, created = prepared.request.request_id, self._spec.model, prepared.created
         num_out, first = 0, True
@@ -383,7 +274,7 @@ class RouterServer:
             empty = "" if prepared.kind == "completion" else {}
             yield make(rid, model, created, empty, None, usage=usage, with_choice=False)
 
-    async def _sse(self, prepared: _Prepared) -> StreamingResponse | JSONResponse:
+    async def _sse(self, prepared: Prepared) -> StreamingResponse | JSONResponse:
         """Server-sent events. The first chunk is awaited before answering, so refusals and
         placement failures still get their HTTP status; later failures end the stream with an
         error event."""
@@ -413,11 +304,11 @@ class RouterServer:
     async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
         """Unary: an OpenAI completion (or chat completion, if `messages` is given) as a dict.
         Raises RequestError with status_code and message on refusal or failure."""
-        return await self._complete(self._prepare_dict(request))
+        return await self._complete(self._prepare.from_dict(request))
 
     async def generate_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Streaming (`handle.options(stream=True).generate_stream.remote(...)`): OpenAI chunks."""
-        prepared = self._prepare_dict(request)
+        prepared = self._prepare.from_dict(request)
         async for item in self._chunk_dicts(prepared):
             yield item
 
@@ -458,14 +349,14 @@ class RouterServer:
     # ---- HTTP ----------------------------------------------------------------------------------
     @api.post("/v1/completions")
     async def http_completions(self, body: CompletionRequest):
-        prepared = self._prepare_completion(body)
+        prepared = self._prepare.completion(body)
         if body.stream:
             return await self._sse(prepared)
         return JSONResponse(await self._complete(prepared))
 
     @api.post("/v1/chat/completions")
     async def http_chat_completions(self, body: ChatCompletionRequest):
-        prepared = self._prepare_chat(body)
+        prepared = self._prepare.chat(body)
         if body.stream:
             return await self._sse(prepared)
         return JSONResponse(await self._complete(prepared))
