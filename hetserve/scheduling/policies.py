@@ -34,10 +34,13 @@ class HeteroPolicy(SchedulingPolicy, name="hetero"):
     with one more typical request; the request goes to the lowest score. Idle fast instances win
     over idle slow ones, and under load every instance's queue drains in the same time.
     w is the typical request's work, not this request's: with its own w, long requests would
-    always land on fast instances and short ones on slow instances, which changes each instance's
-    request mix (on the paper clusters fast GPUs then spend their time on prefill, where their
-    edge is smallest) and cost about 5% of throughput at saturation. `size_aware=True` restores
-    the per-request w (shorter TTFT for long prompts, lower saturated throughput).
+    always land on fast instances and short ones on slow instances. That sorts the request mix
+    by instance (in benchmarks/scheduling.md, paper-mixed / code at saturation, the H100 instances
+    then deliver 0.64 of their saturated tokens/s and the L4s 2.4x, on prompts their batches were
+    not measured on), which makes C, learned from each instance's own mix, drift apart from what
+    it will get next, for no throughput gain (0 to -1% at full load there). Priced as typical
+    requests, every instance serves a sample of the same mix. `size_aware=True` restores the
+    per-request w.
     KV-aware: `select` drops instances whose cache cannot hold the request, and C_i is the rate
     the instance sustains with its KV cache full, so a KV-limited batch is charged for. Ties
     (identical idle instances) go to the most free KV, then to the seeded generator.
