@@ -311,7 +311,7 @@ def main() -> int:
     matrix = run_matrix(args)
     speed = run_speed(args)
     elapsed = time.perf_counter() - t
-    command = "python benchmarks/scheduling.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python benchmarks/scheduling.py", *sys.argv[1:]])
     if args.json:
         Path(args.json).write_text(json.dumps({"matrix": matrix, "speed": speed}, indent=1, default=float))
     write_md(Path(args.out), matrix, speed, command, elapsed)
