@@ -137,6 +137,7 @@ def build_application(cluster: Cluster, plan: Plan, args: AppArgs) -> Applicatio
                 num_instances=dp.num_instances,
                 predicted_tokens_per_s=dp.prediction.output_tokens_per_s,
                 kv_capacity_tokens=dp.prediction.kv_capacity_tokens,
+                max_num_seqs=dp.config.max_num_seqs,
             )
         )
     router_spec = RouterSpec(

@@ -71,6 +71,7 @@ class DeploymentInfo:
     num_instances: int
     predicted_tokens_per_s: float  # per instance, output tokens/s (plan)
     kv_capacity_tokens: int
+    max_num_seqs: int | None = None  # engine batch limit: lets C learn from batch-limited saturation
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,8 @@ class RouterServer:
                 if inst is None:
                     kv = stats.kv_capacity_tokens if stats and stats.kv_capacity_tokens else dep.kv_capacity_tokens
                     self._tracker.add_instance(
-                        snap.instance_id, dep.name, dep.accelerator, dep.predicted_tokens_per_s, kv
+                        snap.instance_id, dep.name, dep.accelerator, dep.predicted_tokens_per_s, kv,
+                        max_num_seqs=dep.max_num_seqs,
                     )
                     inst = _Instance(
                         snap.instance_id,
