@@ -15,17 +15,13 @@ import numpy as np
 
 from hetserve.config import ConfigError
 
-__all__ = ["Trace", "load_trace"]
+__all__ = ["ArrivalSpan", "Trace", "load_trace"]
 
 
-@dataclass(frozen=True)
-class Trace:
-    """Requests sorted by arrival; times in seconds from the first arrival."""
+class ArrivalSpan:
+    """Size and span of anything holding sorted `arrival_s` (traces, simulator request lists)."""
 
-    name: str
     arrival_s: np.ndarray
-    input_tokens: np.ndarray
-    output_tokens: np.ndarray
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -33,6 +29,16 @@ class Trace:
     @property
     def duration_s(self) -> float:
         return float(self.arrival_s[-1] - self.arrival_s[0]) if len(self) else 0.0
+
+
+@dataclass(frozen=True)
+class Trace(ArrivalSpan):
+    """Requests sorted by arrival; times in seconds from the first arrival."""
+
+    name: str
+    arrival_s: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
 
     @property
     def mean_input_tokens(self) -> float:

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from hetserve.traces import Trace
+from hetserve.traces import ArrivalSpan, Trace
 
 __all__ = ["MaxTokensRule", "SimRequests", "poisson_requests", "requests_from_trace"]
 
@@ -22,7 +22,7 @@ DEFAULT_MAX_TOKENS_CAP = 2048
 
 
 @dataclass(frozen=True)
-class SimRequests:
+class SimRequests(ArrivalSpan):
     """Requests sorted by arrival (seconds from 0), as parallel integer arrays."""
 
     name: str
@@ -41,13 +41,6 @@ class SimRequests:
         return SimRequests(self.name, self.arrival_s[index], self.num_prompt_tokens[index],
                            self.num_output_tokens[index], self.max_tokens[index],
                            None if self.clipped is None else self.clipped[index])
-
-    def __len__(self) -> int:
-        return len(self.arrival_s)
-
-    @property
-    def duration_s(self) -> float:
-        return float(self.arrival_s[-1] - self.arrival_s[0]) if len(self) else 0.0
 
     @property
     def requests_per_s(self) -> float:
