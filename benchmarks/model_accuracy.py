@@ -79,8 +79,15 @@ def read_silicon(data_dir: Path) -> list[SiliconRow]:
             match = re.search(r"source_file=([^;]+)", r["silicon_data_source"])
             rows.append(
                 SiliconRow(
-                    r["system"], SYSTEMS[r["system"]], model, int(r["tp_size"]), int(r["isl"]), int(r["osl"]),
-                    int(r["batch_size"]), float(r["silicon_ttft_ms"]), float(r["silicon_tpot_ms"]),
+                    r["system"],
+                    SYSTEMS[r["system"]],
+                    model,
+                    int(r["tp_size"]),
+                    int(r["isl"]),
+                    int(r["osl"]),
+                    int(r["batch_size"]),
+                    float(r["silicon_ttft_ms"]),
+                    float(r["silicon_tpot_ms"]),
                     Path(match.group(1)).name if match else "?",
                 )
             )
@@ -168,9 +175,7 @@ def section_validation(rows: list[SiliconRow], catalog, latency: LatencyModel) -
         groups[(row.system, row.model, row.tp)].append((e_tpot, e_ttft, resolved.source))
         req_per_s = row.concurrency / ((row.ttft_ms + (row.osl - 1) * row.tpot_ms) / 1e3)
         prefill_share = req_per_s * resolved.coeffs.prefill_s(row.isl)
-        by_source[f"{row.model} ({row.source_file})"].append(
-            (e_tpot, prefill_utilisation(row, catalog), prefill_share)
-        )
+        by_source[f"{row.model} ({row.source_file})"].append((e_tpot, prefill_utilisation(row, catalog), prefill_share))
         all_tpot.append(e_tpot)
         all_ttft.append(e_ttft)
     out = [
@@ -277,13 +282,30 @@ def section_ablations(rows: list[SiliconRow], catalog, data_dir: Path) -> list[s
         "",
         "| variant | how the coefficients are obtained | all rows: median abs err | median err | sweep rows: median abs err | median err |",
         "|---|---|---:|---:|---:|---:|",
-        summary("shipped", "LatencyModel.default(): the model's own profile", lambda r: shipped.resolve(
-            catalog.model(r.model), catalog.accelerator(r.accelerator), r.tp).coeffs),
-        summary("transfer", "own profiles removed: rescaled from the nearest model on the same type and TP", without_own),
+        summary(
+            "shipped",
+            "LatencyModel.default(): the model's own profile",
+            lambda r: shipped.resolve(catalog.model(r.model), catalog.accelerator(r.accelerator), r.tp).coeffs,
+        ),
+        summary(
+            "transfer", "own profiles removed: rescaled from the nearest model on the same type and TP", without_own
+        ),
         summary("roofline", "no profiles: roofline with the type's fitted efficiency factors", roofline),
-        summary("kernels as timed", "composed from the tables as measured (FP8 GEMMs with their quantisation kernel, untimed kernels left out)", composed("raw")),
-        summary("+ FP8 quantisation fused", "FP8 GEMMs less the tables' activation-quantisation time (fused by vLLM's compiled graph)", composed("fused")),
-        summary("+ untimed kernels (shipped composition)", "plus 5 element-wise kernels per layer and 6 per step at the shortest kernel time", composed("full")),
+        summary(
+            "kernels as timed",
+            "composed from the tables as measured (FP8 GEMMs with their quantisation kernel, untimed kernels left out)",
+            composed("raw"),
+        ),
+        summary(
+            "+ FP8 quantisation fused",
+            "FP8 GEMMs less the tables' activation-quantisation time (fused by vLLM's compiled graph)",
+            composed("fused"),
+        ),
+        summary(
+            "+ untimed kernels (shipped composition)",
+            "plus 5 element-wise kernels per layer and 6 per step at the shortest kernel time",
+            composed("full"),
+        ),
         "",
     ]
 

@@ -26,8 +26,18 @@ ROOT = Path(__file__).resolve().parents[1]
 LARGE = ROOT / "cluster_configs" / "large.yaml"
 # Twelve types that all hold llama-3.1-70b on a node of 8, fastest to slowest.
 TYPES = [
-    "H200-SXM-141GB", "H100-SXM5-80GB", "MI300X", "H100-PCIe-80GB", "A100-SXM4-80GB", "A100-SXM4-40GB",
-    "MI250X-OAM", "Ascend-910B3", "L40S", "V100-SXM2-32GB", "L4", "A10G",
+    "H200-SXM-141GB",
+    "H100-SXM5-80GB",
+    "MI300X",
+    "H100-PCIe-80GB",
+    "A100-SXM4-80GB",
+    "A100-SXM4-40GB",
+    "MI250X-OAM",
+    "Ascend-910B3",
+    "L40S",
+    "V100-SXM2-32GB",
+    "L4",
+    "A10G",
 ]
 NODE_SWEEP = [10, 100, 1_000, 10_000]
 TYPE_SWEEP = [2, 4, 6, 8, 10, 12]
@@ -47,12 +57,14 @@ def synthetic_cluster(num_nodes: int, num_types: int) -> Cluster:
             entries.append({"name": f"t{i}-x4", "accelerator": accel, "count": 4, "num_nodes": n // 2})
             n -= n // 2
         entries.append({"name": f"t{i}-x8", "accelerator": accel, "count": 8, "num_nodes": n})
-    spec = ClusterSpec.model_validate({
-        "name": f"synthetic-{num_nodes}x{num_types}",
-        "model": "llama-3.1-70b",
-        "workload": {"mean_input_tokens": 1155, "mean_output_tokens": 211, "max_request_tokens": 8192},
-        "nodes": entries,
-    })
+    spec = ClusterSpec.model_validate(
+        {
+            "name": f"synthetic-{num_nodes}x{num_types}",
+            "model": "llama-3.1-70b",
+            "workload": {"mean_input_tokens": 1155, "mean_output_tokens": 211, "max_request_tokens": 8192},
+            "nodes": entries,
+        }
+    )
     return resolve_cluster(spec)
 
 
@@ -72,8 +84,9 @@ def time_objectives(cluster: Cluster, lm: LatencyModel, repeats: int) -> dict[st
         "throughput": lambda: search_plan(cluster, latency_model=lm),
         "throughput, mixed": lambda: search_plan(cluster, latency_model=lm, mixed_partitions=True),
         "cost": lambda: search_plan(cluster, "cost", latency_model=lm, target_output_tokens_per_s=target),
-        "cost, mixed": lambda: search_plan(cluster, "cost", latency_model=lm, target_output_tokens_per_s=target,
-                                           mixed_partitions=True),
+        "cost, mixed": lambda: search_plan(
+            cluster, "cost", latency_model=lm, target_output_tokens_per_s=target, mixed_partitions=True
+        ),
     }
     return {name: best_of(fn, repeats) for name, fn in runs.items()}
 
@@ -105,8 +118,9 @@ def main() -> None:
         res = time_objectives(c, lm, args.repeats)
         type_rows.append((1_000, k, len({(x.accelerator, x.count) for x in c.nodes}), res))
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     cols = ["throughput", "throughput, mixed", "cost", "cost, mixed"]
     lines = [
         "# Planner scaling",

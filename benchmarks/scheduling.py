@@ -43,8 +43,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = Path(os.environ.get("HETSERVE_DATA_DIR", ROOT.parent / "shared" / "data"))
 CLUSTERS = [ROOT / "cluster_configs" / "paper_mixed.yaml", ROOT / "cluster_configs" / "paper_npu.yaml"]
-TRACES = {"code": DATA / "azure2023" / "AzureLLMInferenceTrace_code.csv",
-          "conv": DATA / "azure2023" / "AzureLLMInferenceTrace_conv.csv"}
+TRACES = {
+    "code": DATA / "azure2023" / "AzureLLMInferenceTrace_code.csv",
+    "conv": DATA / "azure2023" / "AzureLLMInferenceTrace_conv.csv",
+}
 SPEED_CLUSTER = HERE / "clusters" / "speed16.yaml"
 ABLATION = "hetero_size_aware"  # hetero with each request's own work in the score (not registered)
 SATURATION, FULL, MODERATE = 1.3, 1.0, 0.7
@@ -89,24 +91,47 @@ def run_matrix(args) -> list[dict]:
 
             def end(run, rep, result):
                 walls.append(time.perf_counter() - t0[0])
-                log(f"  {rep.output_tokens_per_s:,.0f} out tok/s, {rep.fraction_of_bound:.3f} of bound, "
-                    f"TTFT p99 {rep.ttft_s.p99:.2f}s, {result.num_events} events in {walls[-1]:.1f}s")
+                log(
+                    f"  {rep.output_tokens_per_s:,.0f} out tok/s, {rep.fraction_of_bound:.3f} of bound, "
+                    f"TTFT p99 {rep.ttft_s.p99:.2f}s, {result.num_events} events in {walls[-1]:.1f}s"
+                )
 
-            cmp = compare_policies(instances, reqs, policies, loads=[MODERATE, FULL, SATURATION], make=make,
-                                   bound=bound, on_run_start=start, on_run_end=end)
+            cmp = compare_policies(
+                instances,
+                reqs,
+                policies,
+                loads=[MODERATE, FULL, SATURATION],
+                make=make,
+                bound=bound,
+                on_run_start=start,
+                on_run_end=end,
+            )
             png = HERE / f"scheduling_{cluster.name}_{tname}.png"
             plot_comparison(str(png), cmp, f"{cluster.name} / azure {tname}")
-            out.append({
-                "cluster": cluster.name, "trace": tname, "model": cluster.model.name,
-                "num_instances": len(instances), "num_requests": len(reqs), "num_clipped": base.num_clipped,
-                "copies": copies, "trace_requests": len(base),
-                "plan": ", ".join(f"{d.num_instances}x {d.name or d.config.deployment_name}" for d in plan.deployments),
-                "offered_bound": {"output_tokens_per_s": cmp.offered.output_tokens_per_s,
-                                  "requests_per_s": cmp.offered.requests_per_s},
-                "png": png.name,
-                "runs": [{"load": run.load, "rate_scale": run.rate_scale, "wall_s": w, **rep.to_dict()}
-                         for run, rep, w in zip(cmp.runs, cmp.reports, walls)],
-            })
+            out.append(
+                {
+                    "cluster": cluster.name,
+                    "trace": tname,
+                    "model": cluster.model.name,
+                    "num_instances": len(instances),
+                    "num_requests": len(reqs),
+                    "num_clipped": base.num_clipped,
+                    "copies": copies,
+                    "trace_requests": len(base),
+                    "plan": ", ".join(
+                        f"{d.num_instances}x {d.name or d.config.deployment_name}" for d in plan.deployments
+                    ),
+                    "offered_bound": {
+                        "output_tokens_per_s": cmp.offered.output_tokens_per_s,
+                        "requests_per_s": cmp.offered.requests_per_s,
+                    },
+                    "png": png.name,
+                    "runs": [
+                        {"load": run.load, "rate_scale": run.rate_scale, "wall_s": w, **rep.to_dict()}
+                        for run, rep, w in zip(cmp.runs, cmp.reports, walls)
+                    ],
+                }
+            )
     return out
 
 
@@ -126,9 +151,19 @@ def run_speed(args) -> dict:
             res = Simulator(instances, make_policy(policy), reqs, SimConfig(fast_forward=ff)).run()
             wall, cpu = time.perf_counter() - t, time.process_time() - cpu
             used = int(np.count_nonzero(res.total_output_tokens))
-            rows.append({"policy": policy, "fast_forward": ff, "wall_s": wall, "cpu_s": cpu, "events": res.num_events,
-                         "steps": res.num_steps, "virtual_s": res.end_s, "instances_used": used,
-                         "output_tokens": int(res.total_output_tokens.sum())})
+            rows.append(
+                {
+                    "policy": policy,
+                    "fast_forward": ff,
+                    "wall_s": wall,
+                    "cpu_s": cpu,
+                    "events": res.num_events,
+                    "steps": res.num_steps,
+                    "virtual_s": res.end_s,
+                    "instances_used": used,
+                    "output_tokens": int(res.total_output_tokens.sum()),
+                }
+            )
             finish.append(res.finish_s)
             log(f"  {wall:.1f}s wall ({cpu:.1f}s CPU), {res.num_events} events, {res.num_steps} steps")
         same &= bool(np.array_equal(finish[0], finish[1], equal_nan=True))
@@ -136,23 +171,30 @@ def run_speed(args) -> dict:
 
 
 def fmt_row(r: dict) -> str:
-    return (f"| {r['policy']} | {r['load']:g} | {r['offered_requests_per_s']:.2f} | {r['output_tokens_per_s']:,.0f} | "
-            f"**{r['fraction_of_bound']:.3f}** | "
-            f"{r['total_tokens_per_s']:,.0f} | {r['requests_per_s']:.2f} | {r['ttft_s']['p50']:.2f} | "
-            f"{r['ttft_s']['p99']:.2f} | {r['tpot_s']['p50'] * 1e3:.0f} | {r['e2e_s']['p99']:.1f} | "
-            f"{r['goodput_requests_per_s']:.2f} | {r['wall_s']:.1f} |")
+    return (
+        f"| {r['policy']} | {r['load']:g} | {r['offered_requests_per_s']:.2f} | {r['output_tokens_per_s']:,.0f} | "
+        f"**{r['fraction_of_bound']:.3f}** | "
+        f"{r['total_tokens_per_s']:,.0f} | {r['requests_per_s']:.2f} | {r['ttft_s']['p50']:.2f} | "
+        f"{r['ttft_s']['p99']:.2f} | {r['tpot_s']['p50'] * 1e3:.0f} | {r['e2e_s']['p99']:.1f} | "
+        f"{r['goodput_requests_per_s']:.2f} | {r['wall_s']:.1f} |"
+    )
 
 
 def observations(matrix: list[dict]) -> str:
     """What the numbers say, computed from them (so a rerun cannot leave stale prose behind)."""
     queue_aware = ("hetero", "pow2", "least_requests", "weighted_round_robin")
-    sat = [r["fraction_of_bound"] for m in matrix for r in m["runs"]
-           if r["load"] == SATURATION and r["policy"] in queue_aware]
+    sat = [
+        r["fraction_of_bound"]
+        for m in matrix
+        for r in m["runs"]
+        if r["load"] == SATURATION and r["policy"] in queue_aware
+    ]
     lines = ["## Observations\n"]
     lines.append(
         f"- At saturation every load-aware policy ({', '.join(queue_aware)}) keeps every instance's queue non-empty, "
         f"so all of them sit at {min(sat):.3f}-{max(sat):.3f} of the bound: the load level where the policy matters "
-        "for throughput is below saturation, where a fast instance can run dry while slow ones queue.")
+        "for throughput is below saturation, where a fast instance can run dry while slow ones queue."
+    )
     for m in matrix:
         by = {(r["policy"], r["load"]): r for r in m["runs"]}
         h = by[("hetero", SATURATION)]
@@ -165,32 +207,43 @@ def observations(matrix: list[dict]) -> str:
             f"{by[('round_robin', FULL)]['fraction_of_bound']:.3f} at 1.0; hetero {by[('hetero', FULL)]['fraction_of_bound']:.3f} "
             f"at 1.0, pow2 {by[('pow2', FULL)]['fraction_of_bound']:.3f}. p99 TTFT at 0.7: hetero "
             f"{by[('hetero', MODERATE)]['ttft_s']['p99']:.2f} s, pow2 {by[('pow2', MODERATE)]['ttft_s']['p99']:.2f} s, "
-            f"round robin {by[('round_robin', MODERATE)]['ttft_s']['p99']:.2f} s.")
+            f"round robin {by[('round_robin', MODERATE)]['ttft_s']['p99']:.2f} s."
+        )
     lines.append(
         "- The paper this project follows reports +122.5% (GPU mix) and +33.6% (GPUs + NPUs) over round robin. Here, "
         "with this repository's latency model, the GPU mix gives the gains in the summary; the A100 + Ascend 910B "
         "cluster is mildly heterogeneous (capacity shares close to 1/N), so round robin loses little: "
         "the NPU figure depends on how far apart the instance speeds really are, which the latency model "
-        "(fitted where measured data exists, roofline elsewhere) may not capture for the Ascend parts.")
-    abl = [(m["cluster"], m["trace"], by_load) for m in matrix
-           for by_load in [{(r["policy"], r["load"]): r for r in m["runs"]}]]
-    diffs = [(c, t, b[(ABLATION, FULL)]["fraction_of_bound"] - b[("hetero", FULL)]["fraction_of_bound"])
-             for c, t, b in abl if (ABLATION, FULL) in b]
+        "(fitted where measured data exists, roofline elsewhere) may not capture for the Ascend parts."
+    )
+    abl = [
+        (m["cluster"], m["trace"], by_load)
+        for m in matrix
+        for by_load in [{(r["policy"], r["load"]): r for r in m["runs"]}]
+    ]
+    diffs = [
+        (c, t, b[(ABLATION, FULL)]["fraction_of_bound"] - b[("hetero", FULL)]["fraction_of_bound"])
+        for c, t, b in abl
+        if (ABLATION, FULL) in b
+    ]
     if diffs:
         lines.append(
             "- Ablation `hetero_size_aware` (each request priced with its own work): throughput at load 1.0 relative to "
             "hetero: " + ", ".join(f"{c}/{t} {d:+.3f}" for c, t, d in diffs) + ". It gains nothing and sorts the "
             "request mix by instance (long prompts to the fast GPUs, whose edge is smaller on prefill than on "
             "decode), so hetero prices every request as a typical one and every instance serves a sample of the "
-            "same mix.")
+            "same mix."
+        )
     return "\n".join(lines) + "\n"
 
 
 def write_md(path: Path, matrix: list[dict], speed: dict, command: str, elapsed_s: float) -> None:
     L = []
     L.append("# Scheduling benchmark: policies on heterogeneous clusters (simulated)\n")
-    L.append(f"Command: `{command}` (total {elapsed_s / 60:.1f} min wall). Machine: {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} logical CPUs (shared), Python {platform.python_version()}.\n")
+    L.append(
+        f"Command: `{command}` (total {elapsed_s / 60:.1f} min wall). Machine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} logical CPUs (shared), Python {platform.python_version()}.\n"
+    )
     L.append("""## What is measured, precisely
 
 - **Clusters**: `cluster_configs/paper_mixed.yaml` (H100/A100 TP4 + L4/A10G TP8 instances, llama-2-70b) and
@@ -231,8 +284,10 @@ def write_md(path: Path, matrix: list[dict], speed: dict, command: str, elapsed_
 """)
     # Summary
     L.append("## Summary\n")
-    L.append("| cluster | trace | hetero / bound @1.3 | gain over round_robin @1.3 | gain over pow2 @1.3 | "
-             "gain over round_robin @1.0 | gain over pow2 @1.0 | hetero p99 TTFT @0.7 | best baseline p99 TTFT @0.7 | targets |")
+    L.append(
+        "| cluster | trace | hetero / bound @1.3 | gain over round_robin @1.3 | gain over pow2 @1.3 | "
+        "gain over round_robin @1.0 | gain over pow2 @1.0 | hetero p99 TTFT @0.7 | best baseline p99 TTFT @0.7 | targets |"
+    )
     L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     all_ok = True
     for m in matrix:
@@ -254,19 +309,26 @@ def write_md(path: Path, matrix: list[dict], speed: dict, command: str, elapsed_
             f"{(hf['output_tokens_per_s'] / rrf['output_tokens_per_s'] - 1) * 100:+.1f}% | "
             f"{(hf['output_tokens_per_s'] / p2f['output_tokens_per_s'] - 1) * 100:+.1f}% | "
             f"{hm['ttft_s']['p99']:.2f} s | {best['ttft_s']['p99']:.2f} s ({best['policy']}) | "
-            f"{'>= 0.97 ' + ('ok' if ok1 else 'MISSED')}; {'TTFT ' + ('ok' if ok2 else 'MISSED')} |")
+            f"{'>= 0.97 ' + ('ok' if ok1 else 'MISSED')}; {'TTFT ' + ('ok' if ok2 else 'MISSED')} |"
+        )
     L.append("")
-    L.append(f"Targets (hetero >= 0.97 of the fluid bound at saturation; at 70% load hetero's p99 TTFT no worse "
-             f"than the best baseline's): **{'all met' if all_ok else 'NOT all met, see rows'}**.\n")
+    L.append(
+        f"Targets (hetero >= 0.97 of the fluid bound at saturation; at 70% load hetero's p99 TTFT no worse "
+        f"than the best baseline's): **{'all met' if all_ok else 'NOT all met, see rows'}**.\n"
+    )
     L.append(observations(matrix))
     for m in matrix:
         L.append(f"## {m['cluster']} / azure {m['trace']}\n")
-        L.append(f"Plan: {m['plan']} ({m['num_instances']} instances, {m['model']}). The trace's "
-                 f"{m['trace_requests']} requests ({m['num_clipped']} prompts clipped) replayed {m['copies']}x back to "
-                 f"back = {m['num_requests']} requests. Fluid bound {m['offered_bound']['output_tokens_per_s']:,.0f} "
-                 f"output tok/s = {m['offered_bound']['requests_per_s']:.2f} req/s.\n")
-        L.append("| policy | load | offered req/s | out tok/s | /bound | total tok/s | req/s | "
-                 "TTFT p50 s | TTFT p99 s | TPOT p50 ms | E2E p99 s | goodput req/s | wall s |")
+        L.append(
+            f"Plan: {m['plan']} ({m['num_instances']} instances, {m['model']}). The trace's "
+            f"{m['trace_requests']} requests ({m['num_clipped']} prompts clipped) replayed {m['copies']}x back to "
+            f"back = {m['num_requests']} requests. Fluid bound {m['offered_bound']['output_tokens_per_s']:,.0f} "
+            f"output tok/s = {m['offered_bound']['requests_per_s']:.2f} req/s.\n"
+        )
+        L.append(
+            "| policy | load | offered req/s | out tok/s | /bound | total tok/s | req/s | "
+            "TTFT p50 s | TTFT p99 s | TPOT p50 ms | E2E p99 s | goodput req/s | wall s |"
+        )
         L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in sorted(m["runs"], key=lambda r: (r["load"], -r["output_tokens_per_s"])):
             L.append(fmt_row(r))
@@ -275,27 +337,37 @@ def write_md(path: Path, matrix: list[dict], speed: dict, command: str, elapsed_
         L.append("| instance | busy | token share | capacity share | out tok/s |")
         L.append("|---|---:|---:|---:|---:|")
         for i in h["instances"]:
-            L.append(f"| {i['instance_id']} | {i['busy_fraction']:.2f} | {i['token_share']:.3f} | "
-                     f"{i['capacity_share']:.3f} | {i['output_tokens_per_s']:,.0f} |")
+            L.append(
+                f"| {i['instance_id']} | {i['busy_fraction']:.2f} | {i['token_share']:.3f} | "
+                f"{i['capacity_share']:.3f} | {i['output_tokens_per_s']:,.0f} |"
+            )
         L.append(f"\n![{m['cluster']} {m['trace']}]({m['png']})\n")
     L.append("## Simulator speed\n")
-    L.append(f"Full conv trace ({speed['num_requests']} requests, one hour of arrivals at the trace's own rate) on "
-             f"`benchmarks/clusters/speed16.yaml` ({speed['num_instances']} instances), one process. At the trace's own rate "
-             f"(5.5 req/s, a third of this cluster's capacity) hetero serves everything from the fastest instances, so "
-             f"round robin, which keeps all 16 stepping, is the heavier case:\n")
-    L.append("| policy | instances used | fast-forward | wall s | CPU s | events | events/s (wall) | decode steps | "
-             "steps/s (wall) | virtual s | output tokens |")
+    L.append(
+        f"Full conv trace ({speed['num_requests']} requests, one hour of arrivals at the trace's own rate) on "
+        f"`benchmarks/clusters/speed16.yaml` ({speed['num_instances']} instances), one process. At the trace's own rate "
+        f"(5.5 req/s, a third of this cluster's capacity) hetero serves everything from the fastest instances, so "
+        f"round robin, which keeps all 16 stepping, is the heavier case:\n"
+    )
+    L.append(
+        "| policy | instances used | fast-forward | wall s | CPU s | events | events/s (wall) | decode steps | "
+        "steps/s (wall) | virtual s | output tokens |"
+    )
     L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in speed["runs"]:
-        L.append(f"| {r['policy']} | {r['instances_used']} | {'on' if r['fast_forward'] else 'off'} | "
-                 f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['events']:,} | "
-                 f"{r['events'] / r['wall_s']:,.0f} | {r['steps']:,} | {r['steps'] / r['wall_s']:,.0f} | "
-                 f"{r['virtual_s']:,.0f} | {r['output_tokens']:,} |")
-    L.append(f"\nFast-forward and stepping finished every request at the same instant (both policies): "
-             f"**{'identical' if speed['identical'] else 'DIFFERENT'}** (also `tests/sim/test_sim_simulator.py`). "
-             "Events are arrivals, step (or decode-run) ends, 1 s stats ticks and the two window markers; "
-             "a fast-forwarded run of k decode steps is one event, so steps/s is the simulated-work rate. "
-             "The machine is shared with other jobs; CPU s is the process's own time.\n")
+        L.append(
+            f"| {r['policy']} | {r['instances_used']} | {'on' if r['fast_forward'] else 'off'} | "
+            f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['events']:,} | "
+            f"{r['events'] / r['wall_s']:,.0f} | {r['steps']:,} | {r['steps'] / r['wall_s']:,.0f} | "
+            f"{r['virtual_s']:,.0f} | {r['output_tokens']:,} |"
+        )
+    L.append(
+        f"\nFast-forward and stepping finished every request at the same instant (both policies): "
+        f"**{'identical' if speed['identical'] else 'DIFFERENT'}** (also `tests/sim/test_sim_simulator.py`). "
+        "Events are arrivals, step (or decode-run) ends, 1 s stats ticks and the two window markers; "
+        "a fast-forwarded run of k decode steps is one event, so steps/s is the simulated-work rate. "
+        "The machine is shared with other jobs; CPU s is the process's own time.\n"
+    )
     path.write_text("\n".join(L) + "\n")
 
 

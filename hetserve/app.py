@@ -5,7 +5,7 @@ class to validate `key=value` args (and a config file's `args:`) into AppArgs be
 """
 
 import dataclasses
-from typing import Any, Optional, Union
+from typing import Any
 
 from pydantic import ValidationError
 from ray.serve import Application
@@ -18,7 +18,7 @@ from hetserve.serving.builder import build_application
 __all__ = ["build", "load_app_args"]
 
 
-def load_app_args(args: Union[AppArgs, dict[str, Any], None]) -> AppArgs:
+def load_app_args(args: AppArgs | dict[str, Any] | None) -> AppArgs:
     """AppArgs from a model, a dict (Python callers, config files) or nothing (the defaults)."""
     if isinstance(args, AppArgs):
         return args
@@ -28,7 +28,7 @@ def load_app_args(args: Union[AppArgs, dict[str, Any], None]) -> AppArgs:
         raise ConfigError(format_validation_error(err, "app args")) from None
 
 
-def _with_model(cluster: Cluster, model_name: Optional[str]) -> Cluster:
+def _with_model(cluster: Cluster, model_name: str | None) -> Cluster:
     if model_name is None or model_name == cluster.model.name:
         return cluster
     model = cluster.catalog.model(model_name)

@@ -8,10 +8,10 @@ Shipped data: `data/accelerators.yaml` (datasheets, built by scripts/build_catal
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Iterable, Mapping
 
 import yaml
 from pydantic import ValidationError
@@ -56,14 +56,14 @@ class Catalog:
         except KeyError:
             raise ConfigError(f"unknown model {name!r}; known: {', '.join(sorted(self.models))}") from None
 
-    def with_accelerators(self, extra: Iterable[AcceleratorSpec]) -> "Catalog":
+    def with_accelerators(self, extra: Iterable[AcceleratorSpec]) -> Catalog:
         """A copy where `extra` adds types or replaces same-named ones."""
         merged = dict(self.accelerators)
         for spec in extra:
             merged[spec.name] = spec
         return Catalog(merged, self.models)
 
-    def with_models(self, extra: Iterable[ModelSpec]) -> "Catalog":
+    def with_models(self, extra: Iterable[ModelSpec]) -> Catalog:
         merged = dict(self.models)
         for spec in extra:
             merged[spec.name] = spec

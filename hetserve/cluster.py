@@ -90,8 +90,7 @@ def resolve_cluster(spec: ClusterSpec, catalog: Catalog | None = None, source: s
     max_req = wl.max_request_tokens or model.max_model_len
     if max_req > model.max_model_len:
         raise ConfigError(
-            f"{source}: workload.max_request_tokens: {max_req} exceeds the model's max_model_len "
-            f"{model.max_model_len}"
+            f"{source}: workload.max_request_tokens: {max_req} exceeds the model's max_model_len {model.max_model_len}"
         )
     return Cluster(spec.name, tuple(nodes), model, Workload(l_in, l_out, max_req), spec.slo, spec.engine, catalog)
 

@@ -91,11 +91,9 @@ class ModelSpec(_Edge):
     )
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "ModelSpec":
+    def _heads_divide(self) -> ModelSpec:
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
-            )
+            raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
         return self
 
     @property
@@ -123,7 +121,7 @@ class WorkloadSpec(_Edge):
     )
 
     @model_validator(mode="after")
-    def _means_or_trace(self) -> "WorkloadSpec":
+    def _means_or_trace(self) -> WorkloadSpec:
         has_means = self.mean_input_tokens is not None and self.mean_output_tokens is not None
         if not has_means and self.trace is None:
             raise ValueError("give mean_input_tokens and mean_output_tokens, or a trace file")
@@ -196,7 +194,7 @@ class ClusterSpec(_Edge):
     )
 
     @model_validator(mode="after")
-    def _unique_node_names(self) -> "ClusterSpec":
+    def _unique_node_names(self) -> ClusterSpec:
         seen: set[str] = set()
         for i, node in enumerate(self.nodes):
             if node.name in seen:
@@ -278,7 +276,9 @@ class AppArgs(_Edge):
         description="Instances send streamed tokens at most this often (the first one at once), wall s.",
     )
     default_max_tokens: int = Field(
-        default=256, ge=1, description="max_tokens of chat requests that set neither max_tokens nor max_completion_tokens."
+        default=256,
+        ge=1,
+        description="max_tokens of chat requests that set neither max_tokens nor max_completion_tokens.",
     )
     max_ongoing_requests: int = Field(
         default=4096,

@@ -59,7 +59,7 @@ class LatencyProfile:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LatencyProfile":
+    def from_dict(cls, d: dict) -> LatencyProfile:
         d = dict(d)
         d["coeffs"] = LatencyCoeffs(**d["coeffs"])
         return cls(**d)
@@ -136,7 +136,7 @@ class Plan:
     model: str
     objective: str
     deployments: tuple[DeploymentPlan, ...]
-    runners_up: tuple["RunnerUp", ...] = field(default=())
+    runners_up: tuple[RunnerUp, ...] = field(default=())
     infeasible: tuple[str, ...] = field(default=())  # nodes left idle and why
     price_per_hour: float = 0.0  # used nodes x their accelerators x catalog price (a node is paid whole)
     notes: tuple[str, ...] = field(default=())  # caveats of the search (e.g. optimality not proven)

@@ -48,11 +48,15 @@ class Trace(ArrivalSpan):
     def mean_output_tokens(self) -> float:
         return float(self.output_tokens.mean())
 
-    def head(self, num_requests: int) -> "Trace":
-        return Trace(self.name, self.arrival_s[:num_requests], self.input_tokens[:num_requests],
-                     self.output_tokens[:num_requests])
+    def head(self, num_requests: int) -> Trace:
+        return Trace(
+            self.name,
+            self.arrival_s[:num_requests],
+            self.input_tokens[:num_requests],
+            self.output_tokens[:num_requests],
+        )
 
-    def window(self, duration_s: float) -> "Trace":
+    def window(self, duration_s: float) -> Trace:
         n = int(np.searchsorted(self.arrival_s, duration_s, side="right"))
         return self.head(n)
 

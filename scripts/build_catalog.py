@@ -22,12 +22,31 @@ DEFAULT_OUT = ROOT / "hetserve" / "data" / "accelerators.yaml"
 # Indicative on-demand prices, USD per device-hour (public cloud list prices, late 2025 ballpark).
 # Override per cluster with an `accelerators:` entry in the cluster YAML.
 PRICES = {
-    "H100-SXM5-80GB": 3.00, "H100-PCIe-80GB": 2.50, "H200-SXM-141GB": 3.80, "B200-SXM": 5.50,
-    "A100-SXM4-80GB": 1.80, "A100-PCIe-80GB": 1.60, "A100-SXM4-40GB": 1.30,
-    "L40S": 1.00, "L40": 0.90, "L4": 0.70, "A30": 0.60, "A40": 0.70, "A10": 0.75, "A10G": 1.00,
-    "RTX-A6000": 0.80, "T4": 0.35, "V100-SXM2-32GB": 0.80, "V100-PCIe-16GB": 0.55,
-    "MI300X": 2.50, "MI250-OAM": 1.50, "MI250X-OAM": 1.60, "MI210": 0.90,
-    "Ascend-910B2": 1.50, "Ascend-910B3": 1.30, "Ascend-910B4": 0.90,
+    "H100-SXM5-80GB": 3.00,
+    "H100-PCIe-80GB": 2.50,
+    "H200-SXM-141GB": 3.80,
+    "B200-SXM": 5.50,
+    "A100-SXM4-80GB": 1.80,
+    "A100-PCIe-80GB": 1.60,
+    "A100-SXM4-40GB": 1.30,
+    "L40S": 1.00,
+    "L40": 0.90,
+    "L4": 0.70,
+    "A30": 0.60,
+    "A40": 0.70,
+    "A10": 0.75,
+    "A10G": 1.00,
+    "RTX-A6000": 0.80,
+    "T4": 0.35,
+    "V100-SXM2-32GB": 0.80,
+    "V100-PCIe-16GB": 0.55,
+    "MI300X": 2.50,
+    "MI250-OAM": 1.50,
+    "MI250X-OAM": 1.60,
+    "MI210": 0.90,
+    "Ascend-910B2": 1.50,
+    "Ascend-910B3": 1.30,
+    "Ascend-910B4": 0.90,
 }
 
 

@@ -68,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ref, ref_spec, spec = types[reference], catalog.accelerator(reference), catalog.accelerator(name)
         types[name] = {
-            "eta_bw": float(np.clip(ref["eta_bw"] * ref_spec.mem_bw_gbps / (spec.mem_bw_gbps * rel.decode_ratio), 0.05, 1)),
-            "eta_flops": float(np.clip(
-                ref["eta_flops"] * ref_spec.peak_tflops / (spec.peak_tflops * rel.prefill_ratio), 0.05, 1)),
+            "eta_bw": float(
+                np.clip(ref["eta_bw"] * ref_spec.mem_bw_gbps / (spec.mem_bw_gbps * rel.decode_ratio), 0.05, 1)
+            ),
+            "eta_flops": float(
+                np.clip(ref["eta_flops"] * ref_spec.peak_tflops / (spec.peak_tflops * rel.prefill_ratio), 0.05, 1)
+            ),
             "step_overhead_ms": round(ref["step_overhead_ms"] * rel.decode_ratio, 3),
             "num_profiles": 0,
             "source": (
@@ -101,10 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{len(profiles)} profiles ({len(preferred)} preferred), {len(types)} fitted types -> {args.out}")
     for name, entry in sorted(types.items()):
-        print(f"  {name:16s} eta_bw={entry['eta_bw']:.3f} eta_flops={entry['eta_flops']:.3f} "
-              f"overhead={entry['step_overhead_ms']:.2f} ms  ({entry['num_profiles']} profiles)")
-    print(f"  default          eta_bw={default['eta_bw']:.3f} eta_flops={default['eta_flops']:.3f} "
-          f"overhead={default['step_overhead_ms']:.2f} ms")
+        print(
+            f"  {name:16s} eta_bw={entry['eta_bw']:.3f} eta_flops={entry['eta_flops']:.3f} "
+            f"overhead={entry['step_overhead_ms']:.2f} ms  ({entry['num_profiles']} profiles)"
+        )
+    print(
+        f"  default          eta_bw={default['eta_bw']:.3f} eta_flops={default['eta_flops']:.3f} "
+        f"overhead={default['step_overhead_ms']:.2f} ms"
+    )
     return 0
 
 

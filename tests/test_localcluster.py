@@ -52,16 +52,31 @@ def _start_ticks(pid: int) -> int:
 
 def _record(path: Path, head: LocalNode, workers: tuple[LocalNode, ...] = ()) -> None:
     cluster = LocalCluster(
-        name="fake", address="127.0.0.1:1", head=head, workers=workers, state_file=str(path),
-        ray_temp_dir=None, dashboard_url=None, startup_s=0.0,
+        name="fake",
+        address="127.0.0.1:1",
+        head=head,
+        workers=workers,
+        state_file=str(path),
+        ray_temp_dir=None,
+        dashboard_url=None,
+        startup_s=0.0,
     )
     path.write_text(json.dumps(cluster.to_json()))
 
 
 def _node(name: str, pid: int, start_ticks: int | None) -> LocalNode:
     return LocalNode(
-        name=name, role="worker", accelerator="T4", resources={"T4": 1.0}, num_cpus=1, labels={},
-        pid=pid, start_ticks=start_ticks, metrics_export_port=0, dashboard_agent_listen_port=0, log_path="",
+        name=name,
+        role="worker",
+        accelerator="T4",
+        resources={"T4": 1.0},
+        num_cpus=1,
+        labels={},
+        pid=pid,
+        start_ticks=start_ticks,
+        metrics_export_port=0,
+        dashboard_agent_listen_port=0,
+        log_path="",
     )
 
 
@@ -96,15 +111,14 @@ def test_stop_kills_a_recorded_session_with_its_descendants(tmp_path):
     """Every process of a recorded node's session dies, the leader's children included; the
     state file is removed and a second stop finds nothing. (Stands in for a Ray node: a shell
     leading its own session, as `ray start` does, with two children.)"""
-    leader = subprocess.Popen(
-        ["/bin/sh", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True
-    )
+    leader = subprocess.Popen(["/bin/sh", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True)
     try:
         deadline = time.monotonic() + 10
         members: list[int] = []
         while time.monotonic() < deadline and len(members) < 3:
             members = [
-                int(p.name) for p in Path("/proc").iterdir()
+                int(p.name)
+                for p in Path("/proc").iterdir()
                 if p.name.isdigit() and _session_of(int(p.name)) == leader.pid
             ]
             time.sleep(0.05)

@@ -117,9 +117,10 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({**cluster.to_json(), "alive_pids": alive, "rss_bytes": rss}, indent=2))
         return 0 if any(alive.values()) else 1
     up = sum(1 for pids in alive.values() if pids)
-    print(f"local cluster {cluster.name!r} at {cluster.address}: {up}/{len(alive)} nodes running" + _dash(
-        cluster.dashboard_url
-    ))
+    print(
+        f"local cluster {cluster.name!r} at {cluster.address}: {up}/{len(alive)} nodes running"
+        + _dash(cluster.dashboard_url)
+    )
     for node in cluster.all_nodes:
         res = ", ".join(f"{k}={v:g}" for k, v in node.resources.items()) or "-"
         pids = alive[node.name]

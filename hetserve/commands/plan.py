@@ -21,16 +21,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("cluster", metavar="CLUSTER.yaml", help="cluster config (see cluster_configs/)")
     p.add_argument(
-        "--objective", choices=[o.value for o in Objective], default=Objective.THROUGHPUT.value,
+        "--objective",
+        choices=[o.value for o in Objective],
+        default=Objective.THROUGHPUT.value,
         help="throughput: max total tok/s; throughput_slo: the same under the config's slo; "
         "cost: cheapest nodes meeting --target-tokens-per-s",
     )
     p.add_argument(
-        "--target-tokens-per-s", type=float, default=None, dest="target_tokens_per_s",
+        "--target-tokens-per-s",
+        type=float,
+        default=None,
+        dest="target_tokens_per_s",
         help="output tokens/s the cost objective must reach",
     )
     p.add_argument(
-        "--mixed-partitions", action="store_true",
+        "--mixed-partitions",
+        action="store_true",
         help="also split a node into instances of different TP (e.g. 4+2+2 on 8 accelerators)",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")

@@ -7,8 +7,8 @@ No ray or vllm import here.
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from hetserve.records import InstanceStats
 

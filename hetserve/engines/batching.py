@@ -160,8 +160,9 @@ class ContinuousBatcher:
         num_decode = len(self.running)
         num_ctx = self.kv_used_tokens
         step_s = self.coeffs.prefill_batch_s(num_prefill, sum_sq) + self.coeffs.decode_s(num_decode, num_ctx)
-        return StepPlan(tuple(self.running), num_prefill, num_decode, num_ctx, step_s, tuple(preempted),
-                        self._num_aborts)
+        return StepPlan(
+            tuple(self.running), num_prefill, num_decode, num_ctx, step_s, tuple(preempted), self._num_aborts
+        )
 
     def decode_run_limit(self) -> int:
         """Steps from now that are pure decode steps of the current batch: the next `plan_step`
@@ -173,8 +174,10 @@ class ContinuousBatcher:
         num_seqs = len(running)
         # Admission of the waiting head is re-tried before every step; it stays blocked for the
         # whole run only if the batch is full or its KV does not fit (KV use only grows).
-        if self.waiting and num_seqs < self.max_num_seqs and (
-            self.kv_used_tokens + self.waiting[0].num_kv_tokens + 1 <= self.kv_capacity_tokens
+        if (
+            self.waiting
+            and num_seqs < self.max_num_seqs
+            and (self.kv_used_tokens + self.waiting[0].num_kv_tokens + 1 <= self.kv_capacity_tokens)
         ):
             return 0
         # Step i (from 0) needs kv_used + (i+1)*B <= capacity, or `_make_room` would preempt.

@@ -10,8 +10,8 @@ import asyncio
 import time
 import zlib
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
 
 from hetserve.config import AcceleratorSpec, ModelSpec
 from hetserve.engines.base import (
@@ -122,7 +122,7 @@ class EmulatedEngine(Engine):
         max_model_len: int | None = None,
         coeffs: LatencyCoeffs | None = None,
         **kwargs,
-    ) -> "EmulatedEngine":
+    ) -> EmulatedEngine:
         """An engine paced like `model` on `tp` devices of `accelerator`: step times from the
         latency model (measured profile, rescaled profile or roofline), KV capacity from the
         memory fit."""

@@ -10,7 +10,8 @@ import asyncio
 import gc
 import time
 from collections import deque
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from hetserve.engines.base import (
     Engine,

@@ -191,7 +191,7 @@ def start_local_cluster(
         # All workers at once, each in its own Ray temp dir: nodes sharing one race for the same
         # socket and log names (raylet.1 twice: "bind: Address already in use").
         workers: list[tuple[LocalNode, subprocess.Popen]] = []
-        for n, temp in zip(resolved.nodes, worker_temps):
+        for n, temp in zip(resolved.nodes, worker_temps, strict=True):
             temp.mkdir(parents=True, exist_ok=True)
             resources = {ray_resource_name(n.accelerator): float(n.count)}
             cpus = n.num_cpus or worker_num_cpus or max(4, 2 * n.count)

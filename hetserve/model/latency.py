@@ -16,10 +16,11 @@ cost that the roofline (with the type's fitted factors) keeps. No ray import.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -138,7 +139,7 @@ def _holdout_mask(n: int, every: int) -> np.ndarray:
 
 
 def fit_profile(
-    samples: "StepSamples", c_d_prior: float | None = None, holdout_every: int = 5
+    samples: StepSamples, c_d_prior: float | None = None, holdout_every: int = 5
 ) -> tuple[LatencyProfile, dict[str, np.ndarray]]:
     """Fit one (model, accelerator, TP) and measure its error on held-out rows.
 
@@ -208,7 +209,7 @@ def kv_read_prior(model: ModelSpec, accel: AcceleratorSpec, tp: int) -> float:
 
 
 def fit_profiles(
-    samples: Iterable["StepSamples"],
+    samples: Iterable[StepSamples],
     models: Mapping[str, ModelSpec],
     accelerators: Mapping[str, AcceleratorSpec],
     holdout_every: int = 5,
@@ -259,9 +260,7 @@ def roofline_coeffs(model: ModelSpec, accel: AcceleratorSpec, tp: int) -> Latenc
     )
 
 
-def rescale(
-    coeffs: LatencyCoeffs, src: ModelSpec, dst: ModelSpec, fixed_s: float = 0.0, tp: int = 1
-) -> LatencyCoeffs:
+def rescale(coeffs: LatencyCoeffs, src: ModelSpec, dst: ModelSpec, fixed_s: float = 0.0, tp: int = 1) -> LatencyCoeffs:
     """Carry a profile of `src` over to `dst` on the same accelerator and TP.
 
     The constants b_d and b_p are a weight stream plus a fixed part: the engine overhead
@@ -394,7 +393,7 @@ class LatencyModel:
         self._models = dict(models or {})
 
     @classmethod
-    def default(cls) -> "LatencyModel":
+    def default(cls) -> LatencyModel:
         from hetserve.catalog import default_catalog
 
         return cls(load_profiles(), default_catalog().models)

@@ -68,6 +68,7 @@ def predict_instance(
     b_max = max(1, min(max_num_seqs, math.floor(fit.kv_capacity_tokens / per_seq)))
     state = steady_state(coeffs, b_max, workload)
     if slo is not None and (slo.tpot_ms or slo.ttft_ms):
+
         def meets(s: SteadyState) -> bool:
             return (slo.tpot_ms is None or s.tpot_s * 1e3 <= slo.tpot_ms) and (
                 slo.ttft_ms is None or s.ttft_s * 1e3 <= slo.ttft_ms
@@ -86,13 +87,25 @@ def predict_instance(
                 one = steady_state(coeffs, 1, workload)
                 return InstancePrediction(
                     False,
-                    f"SLO unreachable even at batch 1 (TTFT {one.ttft_s * 1e3:.0f} ms, "
-                    f"TPOT {one.tpot_s * 1e3:.1f} ms)",
-                    fit.kv_capacity_tokens, 0, 0.0, 0.0, 0.0, one.ttft_s, one.tpot_s,
+                    f"SLO unreachable even at batch 1 (TTFT {one.ttft_s * 1e3:.0f} ms, TPOT {one.tpot_s * 1e3:.1f} ms)",
+                    fit.kv_capacity_tokens,
+                    0,
+                    0.0,
+                    0.0,
+                    0.0,
+                    one.ttft_s,
+                    one.tpot_s,
                 )
             state = steady_state(coeffs, lo, workload)
     total = state.requests_per_s * per_seq
     return InstancePrediction(
-        True, "", fit.kv_capacity_tokens, state.batch_size, state.output_tokens_per_s,
-        state.requests_per_s, total, state.ttft_s, state.tpot_s,
+        True,
+        "",
+        fit.kv_capacity_tokens,
+        state.batch_size,
+        state.output_tokens_per_s,
+        state.requests_per_s,
+        total,
+        state.ttft_s,
+        state.tpot_s,
     )

@@ -7,8 +7,8 @@ the planner fast on clusters of thousands of nodes. Plain Python: no ray import.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 from hetserve.cluster import Cluster
 from hetserve.config import SLOSpec
@@ -189,8 +189,15 @@ def enumerate_candidates(
         if pred is None:
             accel = cluster.catalog.accelerator(key.accelerator)
             pred = predict_instance(
-                model, accel, latency_model.coeffs(model, accel, tp), tp, key.max_num_seqs,
-                key.gpu_memory_utilization, reserve_gib, cluster.workload, slo,
+                model,
+                accel,
+                latency_model.coeffs(model, accel, tp),
+                tp,
+                key.max_num_seqs,
+                key.gpu_memory_utilization,
+                reserve_gib,
+                cluster.workload,
+                slo,
             )
             cache[ck] = pred
         return pred

@@ -8,8 +8,8 @@ plan's cost is a multiple of g = gcd(c_i). Plain Python + numpy: no ray import.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def _dp(items: Sequence[tuple[int, int, float]], target: float, g: int, num_stat
         return None
     c = int(reached[0])
     counts = [0] * len(items)
-    for (i, mult), (w, bits) in zip(reversed(chunks), reversed(taken)):
+    for (i, mult), (w, bits) in zip(reversed(chunks), reversed(taken), strict=True):
         if bits is None or c < w:
             continue
         pos = c - w
@@ -111,8 +111,8 @@ def _branch_and_bound(
         return math.inf
 
     best_counts = [start[i] for i in order]
-    best_cost = sum(k * c for k, c in zip(best_counts, cs))
-    best_rate = sum(k * v for k, v in zip(best_counts, vs))
+    best_cost = sum(k * c for k, c in zip(best_counts, cs, strict=True))
+    best_rate = sum(k * v for k, v in zip(best_counts, vs, strict=True))
     counts = [0] * m
     branches = 0
 
@@ -156,7 +156,7 @@ def cheapest_cover(items: Sequence[tuple[int, int, float]], target: float) -> Co
     if sum(n * v for n, _, v in items) < target:
         return None
     counts = [n if c == 0 else 0 for n, c, _ in items]
-    free_rate = sum(k * v for k, (_, _, v) in zip(counts, items))
+    free_rate = sum(k * v for k, (_, _, v) in zip(counts, items, strict=True))
     paid = [i for i, (n, c, _) in enumerate(items) if c > 0 and n > 0]
     residual = target - free_rate
     if residual <= 0 or not paid:
@@ -167,7 +167,7 @@ def cheapest_cover(items: Sequence[tuple[int, int, float]], target: float) -> Co
     g = 0
     for _, c, _ in sub:
         g = math.gcd(g, c)
-    num_states = sum(k * c for k, (_, c, _) in zip(start, sub)) // g + 1
+    num_states = sum(k * c for k, (_, c, _) in zip(start, sub, strict=True)) // g + 1
     num_chunks = sum(n.bit_length() for n, _, _ in sub)
     chosen = None
     if num_states <= DP_MAX_STATES and num_states * num_chunks <= DP_MAX_CELLS:
@@ -178,6 +178,6 @@ def cheapest_cover(items: Sequence[tuple[int, int, float]], target: float) -> Co
         method = "branch-and-bound" if proven else "branch-and-bound (budget exhausted)"
     for j, i in enumerate(paid):
         counts[i] = chosen[j]
-    cost = sum(k * c for k, (_, c, _) in zip(counts, items))
-    rate = sum(k * v for k, (_, _, v) in zip(counts, items))
+    cost = sum(k * c for k, (_, c, _) in zip(counts, items, strict=True))
+    rate = sum(k * v for k, (_, _, v) in zip(counts, items, strict=True))
     return CoverResult(tuple(counts), cost, rate, proven, method)

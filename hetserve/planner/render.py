@@ -22,7 +22,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
     data["requests_per_s"] = plan.requests_per_s
     data["num_accelerators"] = plan.num_accelerators
     data["num_instances"] = sum(d.num_instances for d in plan.deployments)
-    for d, out in zip(plan.deployments, data["deployments"]):
+    for d, out in zip(plan.deployments, data["deployments"], strict=True):
         out["num_instances"] = d.num_instances
         out["output_tokens_per_s"] = d.output_tokens_per_s
     return data
@@ -44,17 +44,30 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     title = f"Plan for {plan.model} on {plan.cluster} (objective: {plan.objective})"
     table = Table(title=title, title_justify="left")
     for col, justify in [
-        ("deployment", "left"), ("accelerator", "left"), ("TP", "right"), ("instances", "right"),
-        ("nodes", "left"), ("batch", "right"), ("KV tokens", "right"), ("tok/s per inst", "right"),
-        ("tok/s total", "right"), ("TTFT/TPOT ms", "right"),
+        ("deployment", "left"),
+        ("accelerator", "left"),
+        ("TP", "right"),
+        ("instances", "right"),
+        ("nodes", "left"),
+        ("batch", "right"),
+        ("KV tokens", "right"),
+        ("tok/s per inst", "right"),
+        ("tok/s total", "right"),
+        ("TTFT/TPOT ms", "right"),
     ]:
         table.add_column(col, justify=justify)
     for d in plan.deployments:
         p = d.prediction
         table.add_row(
-            d.name or d.config.deployment_name, d.config.accelerator, str(d.config.tp), str(d.num_instances),
-            _node_summary(d.node_names), str(p.batch_size), f"{p.kv_capacity_tokens:,}",
-            f"{p.output_tokens_per_s:,.0f}", f"{d.output_tokens_per_s:,.0f}",
+            d.name or d.config.deployment_name,
+            d.config.accelerator,
+            str(d.config.tp),
+            str(d.num_instances),
+            _node_summary(d.node_names),
+            str(p.batch_size),
+            f"{p.kv_capacity_tokens:,}",
+            f"{p.output_tokens_per_s:,.0f}",
+            f"{d.output_tokens_per_s:,.0f}",
             f"{p.ttft_s * 1e3:,.0f} / {p.tpot_s * 1e3:,.1f}",
         )
     console.print(table)

@@ -6,8 +6,8 @@ cluster order, every tie broken by an explicit key).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
-from typing import Sequence
 
 from hetserve.cluster import Cluster
 from hetserve.config import ConfigError
@@ -96,11 +96,11 @@ def search_plan(
         raise ConfigError("objective throughput_slo: the cluster config has no `slo:` section (ttft_ms/tpot_ms)")
     if obj is Objective.COST:
         if target_output_tokens_per_s is None:
-            raise ConfigError("objective cost: needs a target rate (target_output_tokens_per_s / --target-tokens-per-s)")
-        if not target_output_tokens_per_s > 0:
             raise ConfigError(
-                f"target_output_tokens_per_s: must be > 0 (got {target_output_tokens_per_s!r})"
+                "objective cost: needs a target rate (target_output_tokens_per_s / --target-tokens-per-s)"
             )
+        if not target_output_tokens_per_s > 0:
+            raise ConfigError(f"target_output_tokens_per_s: must be > 0 (got {target_output_tokens_per_s!r})")
     slo = None if obj is Objective.THROUGHPUT else cluster.slo
     cands = enumerate_candidates(cluster, latency_model or LatencyModel.default(), slo, mixed_partitions)
     if not any(c.options for c in cands):
@@ -117,14 +117,13 @@ def search_plan(
 
 def _feasible_items(cands: Sequence[PoolCandidates], exclude: int | None = None) -> tuple[list[int], list]:
     idx = [i for i, c in enumerate(cands) if c.options and i != exclude]
-    items = [(cands[i].pool.num_nodes, cands[i].price_per_node_micro_usd, cands[i].best.output_tokens_per_s)
-             for i in idx]
+    items = [
+        (cands[i].pool.num_nodes, cands[i].price_per_node_micro_usd, cands[i].best.output_tokens_per_s) for i in idx
+    ]
     return idx, items
 
 
-def _cost_choice(
-    cands: Sequence[PoolCandidates], target: float, notes: list[str]
-) -> tuple[list[int], list[RunnerUp]]:
+def _cost_choice(cands: Sequence[PoolCandidates], target: float, notes: list[str]) -> tuple[list[int], list[RunnerUp]]:
     idx, items = _feasible_items(cands)
     found = cheapest_cover(items, target)
     if found is None:
@@ -136,31 +135,34 @@ def _cost_choice(
     counts, cost, rate = found.counts, found.cost, found.rate
     if not found.proven_optimal:
         notes.append(
-            f"cost search stopped at its budget ({found.method}): the plan meets the target but may "
-            "not be the cheapest"
+            f"cost search stopped at its budget ({found.method}): the plan meets the target but may not be the cheapest"
         )
     used = [0] * len(cands)
-    for i, k in zip(idx, counts):
+    for i, k in zip(idx, counts, strict=True):
         used[i] = k
 
     runners: list[RunnerUp] = []
     # Whole-plan alternatives: the cheapest plan that does without one pool it uses.
-    for i, k in zip(idx, counts):
+    for i, k in zip(idx, counts, strict=True):
         if not k:
             continue
         label = cands[i].pool.label
         _, sub_items = _feasible_items(cands, exclude=i)
         alt = cheapest_cover(sub_items, target)
         if alt is None:
-            runners.append(RunnerUp(f"without the {label} pool", 0.0,
-                                    f"target {target:,.0f} tok/s unreachable without it"))
+            runners.append(
+                RunnerUp(f"without the {label} pool", 0.0, f"target {target:,.0f} tok/s unreachable without it")
+            )
         else:
             alt_cost, alt_rate = alt.cost, alt.rate
-            runners.append(RunnerUp(
-                f"without the {label} pool", alt_rate,
-                f"${alt_cost / MICRO_USD:,.2f}/h vs ${cost / MICRO_USD:,.2f}/h ({_pct(alt_cost, cost)})",
-                alt_cost / MICRO_USD,
-            ))
+            runners.append(
+                RunnerUp(
+                    f"without the {label} pool",
+                    alt_rate,
+                    f"${alt_cost / MICRO_USD:,.2f}/h vs ${cost / MICRO_USD:,.2f}/h ({_pct(alt_cost, cost)})",
+                    alt_cost / MICRO_USD,
+                )
+            )
     runners.sort(key=lambda r: (r.price_per_hour == 0.0, r.price_per_hour, r.description))
     runners += _option_runners_up(cands, used, rate, per_node=True)
     return used, runners
@@ -183,7 +185,7 @@ def _option_runners_up(
     """
     feasible: list[RunnerUp] = []
     refused: list[RunnerUp] = []
-    for c, k in zip(cands, used):
+    for c, k in zip(cands, used, strict=True):
         best = c.best
         if best is not None:
             for alt in c.options[1 : 1 + MAX_ALTERNATIVES_PER_POOL]:
@@ -216,7 +218,7 @@ def _build_plan(
     assignment: dict[str, tuple[PoolCandidates, NodeOption]] = {}
     idle: list[str] = []
     price = 0
-    for c, k in zip(cands, used):
+    for c, k in zip(cands, used, strict=True):
         names = c.pool.node_names
         for name in names[:k]:
             assignment[name] = (c, c.best)
@@ -248,12 +250,17 @@ def _build_plan(
 
     configs = sorted(
         nodes_by_config,
-        key=lambda cfg: (-preds[cfg].output_tokens_per_s, cfg.accelerator, cfg.tp, cfg.max_num_seqs,
-                         cfg.gpu_memory_utilization),
+        key=lambda cfg: (
+            -preds[cfg].output_tokens_per_s,
+            cfg.accelerator,
+            cfg.tp,
+            cfg.max_num_seqs,
+            cfg.gpu_memory_utilization,
+        ),
     )
     base_names = [cfg.deployment_name for cfg in configs]
     deployments = []
-    for cfg, base in zip(configs, base_names):
+    for cfg, base in zip(configs, base_names, strict=True):
         name = base
         if base_names.count(base) > 1:
             name = f"{base}-seqs{cfg.max_num_seqs}-mem{round(cfg.gpu_memory_utilization * 100)}"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from hetserve.config import ModelSpec
 from hetserve.profiles.kernels import KERNEL_GPUS, KernelTables, _kv_table, intermediate_size, read_kernel_tables
@@ -51,24 +52,20 @@ def _heads_per_device(model: ModelSpec, tp: int) -> tuple[int, int]:
     return max(1, model.num_heads // tp), max(1, model.num_kv_heads // tp)
 
 
-def compose_decode_s(model: ModelSpec, tables: KernelTables, tp: int, num_seqs: float,
-                     context_per_seq: float) -> float:
+def compose_decode_s(model: ModelSpec, tables: KernelTables, tp: int, num_seqs: float, context_per_seq: float) -> float:
     """One decode step: every layer's GEMMs at m = batch, paged decode attention, two all-reduces;
     then the LM head (kept in bf16 by FP8 checkpoints) for every sequence."""
     heads, kv = _heads_per_device(model, tp)
     kv_dtype = model.kv_dtype or model.dtype
     attn = _kv_table(tables.generation_attention, kv_dtype)(heads, kv, num_seqs, max(1.0, context_per_seq))
     layer = (
-        _layer_gemms_s(model, tables, tp, num_seqs)
-        + attn
-        + 2 * tables.allreduce_s(tp, num_seqs * model.hidden_size)
+        _layer_gemms_s(model, tables, tp, num_seqs) + attn + 2 * tables.allreduce_s(tp, num_seqs * model.hidden_size)
     )
     head = tables.gemm_s(num_seqs, model.vocab_size / tp, model.hidden_size, "bfloat16")
     return model.num_layers * layer + head + _small_kernels_s(model, tables, num_seqs)
 
 
-def compose_prefill_s(model: ModelSpec, tables: KernelTables, tp: int, num_seqs: float,
-                      prompt_tokens: float) -> float:
+def compose_prefill_s(model: ModelSpec, tables: KernelTables, tp: int, num_seqs: float, prompt_tokens: float) -> float:
     """One prefill step of num_seqs prompts of prompt_tokens each (no cached prefix)."""
     heads, kv = _heads_per_device(model, tp)
     kv_dtype = model.kv_dtype or model.dtype
@@ -86,8 +83,9 @@ COMPOSE_DECODE_SEQS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256)
 COMPOSE_CONTEXT_PER_SEQ = (128, 512, 1024, 2048, 4096, 8192)
 
 
-def compose_samples(model: ModelSpec, tables: KernelTables, tp: int,
-                    max_context_tokens: float | None = None) -> StepSamples:
+def compose_samples(
+    model: ModelSpec, tables: KernelTables, tp: int, max_context_tokens: float | None = None
+) -> StepSamples:
     """Step samples of `model` at TP `tp` composed from the kernel tables on the standard grid.
 
     Prompts and contexts stop at the model's max_model_len; decode points whose total context
@@ -105,12 +103,17 @@ def compose_samples(model: ModelSpec, tables: KernelTables, tp: int,
                 continue
             decode.append(DecodeSample(b, b * s, compose_decode_s(model, tables, tp, b, s)))
     return StepSamples(
-        model.name, tables.accelerator, tp, "aiconfigurator vllm-0.14.0 kernels (composed)", "vllm-0.14",
-        prefill, tuple(decode),
+        model.name,
+        tables.accelerator,
+        tp,
+        "aiconfigurator vllm-0.14.0 kernels (composed)",
+        "vllm-0.14",
+        prefill,
+        tuple(decode),
     )
 
 
-def collect_samples(data_dir: Path, catalog: "Catalog", tp_degrees: Sequence[int] = (1, 2, 4, 8)) -> list[StepSamples]:
+def collect_samples(data_dir: Path, catalog: Catalog, tp_degrees: Sequence[int] = (1, 2, 4, 8)) -> list[StepSamples]:
     """Every sample set the shipped profiles are fitted on.
 
     Measured steps from helix-profiles and splitwise-perf, plus, on each GPU with vLLM kernel

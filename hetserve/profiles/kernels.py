@@ -8,9 +8,9 @@ from __future__ import annotations
 import csv
 import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -225,8 +225,13 @@ def read_kernel_tables(data_dir: Path, gpu: str) -> KernelTables:
         with (root / name).open(newline="") as fh:
             for r in csv.DictReader(fh):
                 rows[(r["kernel_source"], r["kv_cache_dtype"])].append(
-                    (int(r["num_heads"]), int(r["num_key_value_heads"]), int(r["batch_size"]),
-                     int(r[length_col]), float(r["latency"]))
+                    (
+                        int(r["num_heads"]),
+                        int(r["num_key_value_heads"]),
+                        int(r["batch_size"]),
+                        int(r[length_col]),
+                        float(r["latency"]),
+                    )
                 )
         out = {}
         for kv_dtype in ("bfloat16", "fp8"):
@@ -243,7 +248,12 @@ def read_kernel_tables(data_dir: Path, gpu: str) -> KernelTables:
                 ar[int(r["num_gpus"])].append((float(r["message_size"]), float(r["latency"])))
     allreduce = {g: (np.array([s for s, _ in sorted(v)]), np.array([x for _, x in sorted(v)])) for g, v in ar.items()}
     gemm = {dtype: _Gemm(rows) for dtype, rows in gemm_rows.items()}
-    tiny = [(m, n, k) for m in (1, 2, 4, 8, 16) for n in (32, 64, 128, 256, 512, 1024) for k in (32, 64, 128, 256, 512, 1024)]
+    tiny = [
+        (m, n, k)
+        for m in (1, 2, 4, 8, 16)
+        for n in (32, 64, 128, 256, 512, 1024)
+        for k in (32, 64, 128, 256, 512, 1024)
+    ]
     bf16 = np.array([gemm["bfloat16"](*shape) for shape in tiny])
     fp8 = np.array([gemm["fp8"](*shape) for shape in tiny]) if "fp8" in gemm else bf16
     return KernelTables(
@@ -253,6 +263,8 @@ def read_kernel_tables(data_dir: Path, gpu: str) -> KernelTables:
         attention("generation_attention_perf.csv", "step", 1.0, by_kv=True),
         allreduce,
         small_kernel_s=float(np.median(bf16)),
-        peak_stream_bytes_per_s=max(2.0 * n * k / gemm["bfloat16"](1, n, k) for n in (4096, 8192, 16384) for k in (4096, 8192)),
+        peak_stream_bytes_per_s=max(
+            2.0 * n * k / gemm["bfloat16"](1, n, k) for n in (4096, 8192, 16384) for k in (4096, 8192)
+        ),
         fp8_quant_s=float(max(0.0, np.median(fp8 - bf16))),
     )

@@ -1,17 +1,17 @@
 """Readers of the measured data sets under `../shared/data` (see each folder's README).
 
-  * helix-profiles   vLLM 0.4 per-layer prefill/decode times, A100-40GB, L4, T4, V100 (TP 1/2/4);
-  * splitwise-perf   whole-model prompt and decode-iteration times, A100-80GB, H100 (TP 2/4/8);
-  * argonne          relative speed of types no other set covers (MI300X), vLLM vs vLLM.
+* helix-profiles   vLLM 0.4 per-layer prefill/decode times, A100-40GB, L4, T4, V100 (TP 1/2/4);
+* splitwise-perf   whole-model prompt and decode-iteration times, A100-80GB, H100 (TP 2/4/8);
+* argonne          relative speed of types no other set covers (MI300X), vLLM vs vLLM.
 """
 
 from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -70,9 +70,7 @@ def read_helix(data_dir: Path) -> list[StepSamples]:
     out = []
     for (model, gpu), phases in sorted(groups.items()):
         accel, tp = HELIX_GPUS[gpu]
-        prefill = tuple(
-            PrefillSample(n, n / HELIX_MEAN_PROMPT_TOKENS, t) for n, t in sorted(phases["prompt"])
-        )
+        prefill = tuple(PrefillSample(n, n / HELIX_MEAN_PROMPT_TOKENS, t) for n, t in sorted(phases["prompt"]))
         decode = tuple(DecodeSample(b, b * ctx_per_seq, t) for b, t in sorted(phases["decode"]))
         out.append(
             StepSamples(HELIX_MODELS[model], accel, tp, f"helix-profiles ({model}/{gpu})", "vllm-0.4", prefill, decode)
@@ -102,8 +100,12 @@ def read_splitwise(data_dir: Path) -> list[StepSamples]:
             if hw is None:
                 continue
             key = (
-                row["model"], hw, int(row["tensor_parallel"]),
-                int(row["prompt_size"]), int(row["batch_size"]), int(row["token_size"]),
+                row["model"],
+                hw,
+                int(row["tensor_parallel"]),
+                int(row["prompt_size"]),
+                int(row["batch_size"]),
+                int(row["token_size"]),
             )
             raw[key].append((float(row["prompt_time"]), float(row["token_time"]), float(row["e2e_time"])))
     by_config: dict[tuple[str, str, int], dict[str, list]] = defaultdict(lambda: {"prefill": [], "decode": []})
@@ -122,8 +124,15 @@ def read_splitwise(data_dir: Path) -> list[StepSamples]:
         # One configuration can repeat as a prefill sample (same prompt x batch, other token_size).
         prefill = _merge_prefill(g["prefill"])
         out.append(
-            StepSamples(SPLITWISE_MODELS[model], hw, tp, f"splitwise-perf ({model}/{hw})", "splitwise", prefill,
-                        tuple(g["decode"]))
+            StepSamples(
+                SPLITWISE_MODELS[model],
+                hw,
+                tp,
+                f"splitwise-perf ({model}/{hw})",
+                "splitwise",
+                prefill,
+                tuple(g["decode"]),
+            )
         )
     return out
 
@@ -180,10 +189,16 @@ def read_argonne_relative_speed(data_dir: Path) -> dict[str, RelativeSpeed]:
             )
     out = {}
     for hardware, accel in ARGONNE_HARDWARE.items():
-        dec = [v / latency[(ARGONNE_REFERENCE,) + k[1:]] for k, v in latency.items()
-               if k[0] == hardware and (ARGONNE_REFERENCE,) + k[1:] in latency]
-        pre = [v / ttft[(ARGONNE_REFERENCE,) + k[1:]] for k, v in ttft.items()
-               if k[0] == hardware and (ARGONNE_REFERENCE,) + k[1:] in ttft]
+        dec = [
+            v / latency[(ARGONNE_REFERENCE,) + k[1:]]
+            for k, v in latency.items()
+            if k[0] == hardware and (ARGONNE_REFERENCE,) + k[1:] in latency
+        ]
+        pre = [
+            v / ttft[(ARGONNE_REFERENCE,) + k[1:]]
+            for k, v in ttft.items()
+            if k[0] == hardware and (ARGONNE_REFERENCE,) + k[1:] in ttft
+        ]
         if dec and pre:
             out[accel] = RelativeSpeed(accel, float(np.median(dec)), float(np.median(pre)), len(dec), len(pre))
     return out

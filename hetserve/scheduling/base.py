@@ -7,8 +7,9 @@ the instance that should serve it. The simulator and the live router call the sa
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -92,7 +93,7 @@ class SchedulingPolicy(abc.ABC):
     """
 
     name: ClassVar[str]
-    _registry: ClassVar[dict[str, type["SchedulingPolicy"]]] = {}
+    _registry: ClassVar[dict[str, type[SchedulingPolicy]]] = {}
 
     def __init_subclass__(cls, name: str | None = None, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -122,10 +123,12 @@ class SchedulingPolicy(abc.ABC):
         """Return the instance_id to serve `request`; `instances` is non-empty and all eligible."""
 
     def on_dispatch(self, request: RequestInfo, instance_id: str, now_s: float) -> None:
-        """Called after the request was sent to `instance_id`."""
+        """Called after the request was sent to `instance_id` (a no-op unless the policy keeps state)."""
+        return None
 
     def on_complete(self, request_id: str, instance_id: str, now_s: float) -> None:
-        """Called when the request finished or failed on `instance_id`."""
+        """Called when the request finished or failed on `instance_id` (a no-op unless the policy keeps state)."""
+        return None
 
 
 def policy_names() -> list[str]:

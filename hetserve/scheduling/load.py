@@ -5,8 +5,8 @@ Plain Python: no ray import and no clock (every call gets `now_s`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from hetserve.records import InstanceStats, RequestInfo
 from hetserve.scheduling.base import DEFAULT_PREFILL_WEIGHT, InstanceView, estimate_work
@@ -93,9 +93,14 @@ class LoadTracker:
     KV usage in the view is the engine's last report.
     """
 
-    def __init__(self, ewma_alpha: float = 0.2, default_output_tokens: int = 256,
-                 prefill_weight: float | None = None, output_ewma_alpha: float = 0.05,
-                 capacity_window_s: float = 10.0):
+    def __init__(
+        self,
+        ewma_alpha: float = 0.2,
+        default_output_tokens: int = 256,
+        prefill_weight: float | None = None,
+        output_ewma_alpha: float = 0.05,
+        capacity_window_s: float = 10.0,
+    ):
         if not 0.0 < ewma_alpha <= 1.0 or not 0.0 < output_ewma_alpha <= 1.0:
             raise ValueError(f"EWMA weights must lie in (0, 1] (got {ewma_alpha}, {output_ewma_alpha})")
         if capacity_window_s <= 0:
@@ -112,19 +117,33 @@ class LoadTracker:
         self._last_reconcile_s: dict[str, float] = {}
 
     # ---- instances -------------------------------------------------------------------------
-    def add_instance(self, instance_id: str, deployment: str, accelerator: str,
-                     predicted_tokens_per_s: float, kv_capacity_tokens: int,
-                     max_num_seqs: int | None = None) -> None:
+    def add_instance(
+        self,
+        instance_id: str,
+        deployment: str,
+        accelerator: str,
+        predicted_tokens_per_s: float,
+        kv_capacity_tokens: int,
+        max_num_seqs: int | None = None,
+    ) -> None:
         """Track a new instance. `max_num_seqs` (the engine's batch limit) lets C learn from
         batch-limited saturation too; without it only KV-limited saturation counts."""
         if predicted_tokens_per_s <= 0:
-            raise ValueError(f"instance {instance_id}: predicted_tokens_per_s must be > 0 "
-                             f"(got {predicted_tokens_per_s})")
+            raise ValueError(
+                f"instance {instance_id}: predicted_tokens_per_s must be > 0 (got {predicted_tokens_per_s})"
+            )
         if instance_id in self._instances:
             raise ValueError(f"instance {instance_id} added twice")
-        view = InstanceView(instance_id, deployment, accelerator, float(predicted_tokens_per_s),
-                            int(kv_capacity_tokens), predicted_tokens_per_s=float(predicted_tokens_per_s),
-                            prefill_weight=self.prefill_weight, mean_output_tokens=self.mean_output_tokens)
+        view = InstanceView(
+            instance_id,
+            deployment,
+            accelerator,
+            float(predicted_tokens_per_s),
+            int(kv_capacity_tokens),
+            predicted_tokens_per_s=float(predicted_tokens_per_s),
+            prefill_weight=self.prefill_weight,
+            mean_output_tokens=self.mean_output_tokens,
+        )
         self._instances[instance_id] = _Instance(view, float(predicted_tokens_per_s), max_num_seqs)
         self._order = [self._instances[i] for i in sorted(self._instances)]
         self._refresh_capacities()
@@ -167,8 +186,7 @@ class LoadTracker:
         # A whole number of tokens: streamed tokens then move Q by whole numbers, so Q is exact
         # however the tokens are grouped into on_tokens calls.
         est = float(min(request.max_tokens, max(1, round(self.mean_output_tokens))))
-        flight = _Flight(instance_id, now_s, request.max_tokens,
-                         self.prefill_weight * request.num_prompt_tokens, est)
+        flight = _Flight(instance_id, now_s, request.max_tokens, self.prefill_weight * request.num_prompt_tokens, est)
         w = flight.recompute()
         self._flights[request.request_id] = flight
         inst.tracked_tokens += w
@@ -243,8 +261,11 @@ class LoadTracker:
         if on_engine < inst.num_tracked and prev_s is not None:
             # Requests dispatched before the previous report have reached the engine by now;
             # if the engine holds fewer than we track, the oldest of them are done.
-            stale = sorted((f.dispatch_s, rid) for rid, f in self._flights.items()
-                           if f.instance_id == instance_id and f.dispatch_s < prev_s)
+            stale = sorted(
+                (f.dispatch_s, rid)
+                for rid, f in self._flights.items()
+                if f.instance_id == instance_id and f.dispatch_s < prev_s
+            )
             for _, rid in stale[: inst.num_tracked - on_engine]:
                 self.on_complete(rid, now_s)
         inst.num_external = max(0, on_engine - inst.num_tracked)

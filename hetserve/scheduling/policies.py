@@ -6,7 +6,7 @@ against. Each class docstring gives its rule.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from hetserve.records import RequestInfo
 from hetserve.scheduling.base import InstanceView, SchedulingPolicy, estimate_work
@@ -55,7 +55,11 @@ class HeteroPolicy(SchedulingPolicy, name="hetero"):
     def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
         scores = []
         for v in instances:
-            w = estimate_work(request, v.prefill_weight, v.mean_output_tokens) if self.size_aware else v.mean_work_tokens
+            w = (
+                estimate_work(request, v.prefill_weight, v.mean_output_tokens)
+                if self.size_aware
+                else v.mean_work_tokens
+            )
             scores.append((v.outstanding_tokens + w) / max(v.capacity_tokens_per_s, 1e-9))
         best = min(scores)
         tied = [i for i, s in enumerate(scores) if s <= best + _TIE_RTOL * abs(best)]

@@ -6,7 +6,8 @@ Ray; `from_exception` unwraps them and maps each class to a status code.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from hetserve.engines.base import EngineDeadError, EngineError, RequestTooLongError
 from hetserve.scheduling.base import NoInstanceError

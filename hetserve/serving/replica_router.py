@@ -17,8 +17,6 @@ Serve pickles this module by value, so it holds no state of its own (see instanc
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
 from hetserve.serving.instance_directory import register_router
@@ -45,9 +43,9 @@ class InstanceRequestRouter(RequestRouter):
 
     async def choose_replicas(
         self,
-        candidate_replicas: List[RunningReplica],
-        pending_request: Optional[PendingRequest] = None,
-    ) -> List[List[RunningReplica]]:
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
         target = pending_request.kwargs.get(TARGET_KWARG) if pending_request is not None else None
         if target is not None:
             for replica in candidate_replicas:

@@ -13,8 +13,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -156,7 +157,11 @@ class RouterServer:
                 if inst is None:
                     kv = stats.kv_capacity_tokens if stats and stats.kv_capacity_tokens else dep.kv_capacity_tokens
                     self._tracker.add_instance(
-                        snap.instance_id, dep.name, dep.accelerator, dep.predicted_tokens_per_s, kv,
+                        snap.instance_id,
+                        dep.name,
+                        dep.accelerator,
+                        dep.predicted_tokens_per_s,
+                        kv,
                         max_num_seqs=dep.max_num_seqs,
                     )
                     inst = _Instance(
@@ -371,8 +376,11 @@ class RouterServer:
     async def http_health(self):
         self._sync_instances()
         healthy = sum(v.healthy for v in self._tracker.views())
-        body = {"status": "ok" if healthy else "unavailable", "healthy_instances": healthy,
-                "instances": len(self._instances)}
+        body = {
+            "status": "ok" if healthy else "unavailable",
+            "healthy_instances": healthy,
+            "instances": len(self._instances),
+        }
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     @api.get("/v1/hetserve/plan")

@@ -17,8 +17,8 @@ Plain Python, no ray, no clock (wall time is the caller's business).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
 
 from hetserve.scheduling.base import SchedulingPolicy, make_policy
 from hetserve.sim.fluid import FluidBound, fluid_bound, requests_started_in_window
@@ -40,8 +40,9 @@ def window_requests(requests: SimRequests, config: SimConfig) -> SimRequests:
     return requests.take(m)
 
 
-def offered_bound(instances: Sequence[InstanceSpec], requests: SimRequests, config: SimConfig,
-                  num_requests: int | None = None) -> FluidBound:
+def offered_bound(
+    instances: Sequence[InstanceSpec], requests: SimRequests, config: SimConfig, num_requests: int | None = None
+) -> FluidBound:
     return fluid_bound(instances, window_requests(requests, config), num_requests)
 
 
@@ -70,9 +71,11 @@ class Comparison:
     bounds: list[FluidBound] = field(default_factory=list)  # what each run's fraction_of_bound used
 
     def report(self, policy: str, load: float | None = None, rate_scale: float | None = None) -> PolicyReport:
-        for run, rep in zip(self.runs, self.reports):
-            if run.policy == policy and (load is None or run.load == load) and (
-                rate_scale is None or run.rate_scale == rate_scale
+        for run, rep in zip(self.runs, self.reports, strict=True):
+            if (
+                run.policy == policy
+                and (load is None or run.load == load)
+                and (rate_scale is None or run.rate_scale == rate_scale)
             ):
                 return rep
         raise KeyError(f"no run of {policy!r} at load={load} rate_scale={rate_scale}")
@@ -109,7 +112,8 @@ def compare_policies(
     bound = bound or offered_bound(instances, requests, config, bound_requests)
     points: list[tuple[float, float | None]] = (
         [(rate_scale_for_load(requests, bound, x, config), x) for x in loads]
-        if loads is not None else [(s, None) for s in rate_scales]  # type: ignore[union-attr]
+        if loads is not None
+        else [(s, None) for s in rate_scales]  # type: ignore[union-attr]
     )
     out = Comparison(requests.name, len(instances), bound)
     for scale, load in points:

@@ -15,8 +15,8 @@ Plain Python, no ray.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -77,8 +77,7 @@ def relaxation_fraction(spec: InstanceSpec, requests: SimRequests) -> float:
     return float(outs.max()) * spec.max_num_seqs / (len(requests) * float(outs.mean()))
 
 
-def saturated_capacity(spec: InstanceSpec, requests: SimRequests,
-                       num_requests: int | None = None) -> InstanceCapacity:
+def saturated_capacity(spec: InstanceSpec, requests: SimRequests, num_requests: int | None = None) -> InstanceCapacity:
     """Saturate `spec` alone with `requests` (or an even sample of `num_requests`), all waiting at
     t=0, repeated until the batch mix settles within the first third of the run (see
     `relaxation_fraction`); measured from the later of 10% of the run and the settling time."""
@@ -88,10 +87,14 @@ def saturated_capacity(spec: InstanceSpec, requests: SimRequests,
     ratio = relaxation_fraction(spec, sample)
     copies = min(MAX_COPIES, max(1, math.ceil(3.0 * ratio)))
     rep = lambda a: np.tile(a, copies)  # noqa: E731
-    burst = SimRequests(sample.name, np.zeros(len(sample) * copies), rep(sample.num_prompt_tokens),
-                        rep(sample.num_output_tokens), rep(sample.max_tokens))
-    cfg = SimConfig(window_s=(0.0, 0.0), record_timeline=False, record_steps=True,
-                    reconcile_interval_s=1e9)
+    burst = SimRequests(
+        sample.name,
+        np.zeros(len(sample) * copies),
+        rep(sample.num_prompt_tokens),
+        rep(sample.num_output_tokens),
+        rep(sample.max_tokens),
+    )
+    cfg = SimConfig(window_s=(0.0, 0.0), record_timeline=False, record_steps=True, reconcile_interval_s=1e9)
     res = Simulator([spec], RoundRobinPolicy(), burst, cfg).run()
     # Saturated until the last request entered the batch (the queue then only drains).
     t_end = float(np.nanmax(res.first_token_s))
@@ -112,8 +115,9 @@ def saturated_capacity(spec: InstanceSpec, requests: SimRequests,
     )
 
 
-def fluid_bound(instances: Sequence[InstanceSpec], requests: SimRequests,
-                num_requests: int | None = None) -> FluidBound:
+def fluid_bound(
+    instances: Sequence[InstanceSpec], requests: SimRequests, num_requests: int | None = None
+) -> FluidBound:
     """Sum of the instances' saturated throughputs; each distinct configuration is run once."""
     cache: dict[tuple, InstanceCapacity] = {}
     per: dict[str, InstanceCapacity] = {}

@@ -40,8 +40,14 @@ def instances_from_plan(plan: Plan, cluster: Cluster, latency_model: LatencyMode
     for dep in plan.deployments:
         cfg = dep.config
         accel = cluster.catalog.accelerator(cfg.accelerator)
-        fit = memory_fit(model, accel, cfg.tp, cfg.gpu_memory_utilization, cluster.engine.reserve_gib,
-                         cluster.workload.max_request_tokens)
+        fit = memory_fit(
+            model,
+            accel,
+            cfg.tp,
+            cfg.gpu_memory_utilization,
+            cluster.engine.reserve_gib,
+            cluster.workload.max_request_tokens,
+        )
         if not fit.feasible:
             raise ValueError(f"deployment {dep.name or cfg.deployment_name}: {fit.reason}")
         coeffs = lm.coeffs(model, accel, cfg.tp)
@@ -50,17 +56,19 @@ def instances_from_plan(plan: Plan, cluster: Cluster, latency_model: LatencyMode
         for node in dep.node_names:
             k = seen.get(node, 0)
             seen[node] = k + 1
-            out.append(InstanceSpec(
-                instance_id=f"{name}/{node}/{k}",
-                deployment=name,
-                accelerator=cfg.accelerator,
-                coeffs=coeffs,
-                kv_capacity_tokens=fit.kv_capacity_tokens,
-                max_num_seqs=cfg.max_num_seqs,
-                predicted_tokens_per_s=dep.prediction.output_tokens_per_s,
-                max_num_batched_tokens=cluster.engine.max_num_batched_tokens,
-                tp=cfg.tp,
-            ))
+            out.append(
+                InstanceSpec(
+                    instance_id=f"{name}/{node}/{k}",
+                    deployment=name,
+                    accelerator=cfg.accelerator,
+                    coeffs=coeffs,
+                    kv_capacity_tokens=fit.kv_capacity_tokens,
+                    max_num_seqs=cfg.max_num_seqs,
+                    predicted_tokens_per_s=dep.prediction.output_tokens_per_s,
+                    max_num_batched_tokens=cluster.engine.max_num_batched_tokens,
+                    tp=cfg.tp,
+                )
+            )
     if not out:
         raise ValueError(f"plan for {plan.cluster} has no instances")
     return out

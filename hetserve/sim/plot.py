@@ -19,8 +19,14 @@ def plot_comparison(path: str, comparison: Comparison, title: str) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name in dict.fromkeys(r.policy for r in comparison.runs):
-        pts = sorted(((rep.offered_requests_per_s, rep) for run, rep in zip(comparison.runs, comparison.reports)
-                      if run.policy == name), key=lambda p: p[0])
+        pts = sorted(
+            (
+                (rep.offered_requests_per_s, rep)
+                for run, rep in zip(comparison.runs, comparison.reports, strict=True)
+                if run.policy == name
+            ),
+            key=lambda p: p[0],
+        )
         xs = [x for x, _ in pts]
         ax1.plot(xs, [r.output_tokens_per_s for _, r in pts], marker="o", label=name)
         ax2.plot(xs, [r.ttft_s.p99 for _, r in pts], marker="o", label=name)

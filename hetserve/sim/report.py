@@ -34,7 +34,7 @@ class LatencyStats:
     mean: float
 
     @classmethod
-    def of(cls, values: np.ndarray) -> "LatencyStats":
+    def of(cls, values: np.ndarray) -> LatencyStats:
         v = values[~np.isnan(values)]
         if v.size == 0:
             return cls(math.nan, math.nan, math.nan, math.nan)
@@ -85,8 +85,9 @@ class PolicyReport:
         return asdict(self)
 
 
-def summarize(result: SimResult, bound: FluidBound | None = None, slo: SLO = DEFAULT_SLO,
-              rate_scale: float = 1.0) -> PolicyReport:
+def summarize(
+    result: SimResult, bound: FluidBound | None = None, slo: SLO = DEFAULT_SLO, rate_scale: float = 1.0
+) -> PolicyReport:
     reqs = result.requests
     t0, t1 = result.window_s
     span = max(t1 - t0, 1e-12)
@@ -117,8 +118,9 @@ def summarize(result: SimResult, bound: FluidBound | None = None, slo: SLO = DEF
             accelerator=spec.accelerator,
             busy_fraction=float(result.window_busy_s[i] / span),
             token_share=float(shares[i]),
-            capacity_share=(bound.per_instance[spec.instance_id].output_tokens_per_s / cap_total
-                            if bound and cap_total else 0.0),
+            capacity_share=(
+                bound.per_instance[spec.instance_id].output_tokens_per_s / cap_total if bound and cap_total else 0.0
+            ),
             output_tokens_per_s=float(result.window_output_tokens[i] / span),
         )
         for i, spec in enumerate(result.instances)

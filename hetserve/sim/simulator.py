@@ -11,12 +11,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
-from hetserve.engines.batching import ContinuousBatcher, Sequence as Seq, StepPlan
+from hetserve.engines.batching import ContinuousBatcher, StepPlan
+from hetserve.engines.batching import Sequence as Seq
 from hetserve.records import InstanceStats, RequestInfo
 from hetserve.scheduling.base import NoInstanceError, SchedulingPolicy
 from hetserve.scheduling.load import LoadTracker
@@ -87,13 +88,28 @@ class SimResult:
 class _Instance:
     """Mutable simulation state of one instance."""
 
-    __slots__ = ("spec", "batcher", "busy", "plan", "run_steps", "run_start_s", "output_tokens",
-                 "busy_s", "tick_tokens", "tick_s", "timeline", "step_t", "step_tokens", "snap")
+    __slots__ = (
+        "spec",
+        "batcher",
+        "busy",
+        "plan",
+        "run_steps",
+        "run_start_s",
+        "output_tokens",
+        "busy_s",
+        "tick_tokens",
+        "tick_s",
+        "timeline",
+        "step_t",
+        "step_tokens",
+        "snap",
+    )
 
     def __init__(self, spec: InstanceSpec):
         self.spec = spec
-        self.batcher = ContinuousBatcher(spec.coeffs, spec.kv_capacity_tokens, spec.max_num_seqs,
-                                         spec.max_num_batched_tokens)
+        self.batcher = ContinuousBatcher(
+            spec.coeffs, spec.kv_capacity_tokens, spec.max_num_seqs, spec.max_num_batched_tokens
+        )
         self.busy = False
         self.plan: StepPlan | None = None  # None while a fast-forwarded decode run is in progress
         self.run_steps = 0
@@ -124,26 +140,40 @@ class Simulator:
     would have produced.
     """
 
-    def __init__(self, instances: Sequence[InstanceSpec], policy: SchedulingPolicy, requests: SimRequests,
-                 config: SimConfig | None = None, tracker: LoadTracker | None = None,
-                 progress: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        instances: Sequence[InstanceSpec],
+        policy: SchedulingPolicy,
+        requests: SimRequests,
+        config: SimConfig | None = None,
+        tracker: LoadTracker | None = None,
+        progress: Callable[[int], None] | None = None,
+    ):
         if not instances:
             raise ValueError("no instances to simulate")
         self.config = config or SimConfig()
         self.specs = list(instances)
         self.policy = policy
         self.requests = requests
-        self.tracker = tracker or LoadTracker(ewma_alpha=self.config.ewma_alpha,
-                                              default_output_tokens=self.config.default_output_tokens,
-                                              prefill_weight=self.config.prefill_weight)
+        self.tracker = tracker or LoadTracker(
+            ewma_alpha=self.config.ewma_alpha,
+            default_output_tokens=self.config.default_output_tokens,
+            prefill_weight=self.config.prefill_weight,
+        )
         self.progress = progress
         self._insts = [_Instance(s) for s in self.specs]
         self._index = {s.instance_id: i for i, s in enumerate(self.specs)}
         if len(self._index) != len(self.specs):
             raise ValueError("instance ids must be unique")
         for s in self.specs:
-            self.tracker.add_instance(s.instance_id, s.deployment, s.accelerator, s.predicted_tokens_per_s,
-                                      s.kv_capacity_tokens, max_num_seqs=s.max_num_seqs)
+            self.tracker.add_instance(
+                s.instance_id,
+                s.deployment,
+                s.accelerator,
+                s.predicted_tokens_per_s,
+                s.kv_capacity_tokens,
+                max_num_seqs=s.max_num_seqs,
+            )
         self._heap: list[tuple] = []
         self._seq = itertools.count()
         self._deadline_s = INF  # next time anyone observes or changes an instance
@@ -214,13 +244,26 @@ class Simulator:
             dt = now_s - inst.tick_s
             rate = (inst.output_tokens - inst.tick_tokens) / dt if dt > 0 else 0.0
             inst.tick_tokens, inst.tick_s = inst.output_tokens, now_s
-            stats = InstanceStats(num_running=len(b.running), num_waiting=len(b.waiting),
-                                  kv_used_tokens=b.kv_used_tokens, kv_capacity_tokens=b.kv_capacity_tokens,
-                                  output_tokens_per_s=rate, total_output_tokens=inst.output_tokens)
+            stats = InstanceStats(
+                num_running=len(b.running),
+                num_waiting=len(b.waiting),
+                kv_used_tokens=b.kv_used_tokens,
+                kv_capacity_tokens=b.kv_capacity_tokens,
+                output_tokens_per_s=rate,
+                total_output_tokens=inst.output_tokens,
+            )
             self.tracker.reconcile(inst.spec.instance_id, stats, now_s)
             if self.config.record_timeline:
-                inst.timeline.append((now_s, inst.output_tokens, inst.busy_until(now_s), len(b.running),
-                                      len(b.waiting), b.kv_used_tokens))
+                inst.timeline.append(
+                    (
+                        now_s,
+                        inst.output_tokens,
+                        inst.busy_until(now_s),
+                        len(b.running),
+                        len(b.waiting),
+                        b.kv_used_tokens,
+                    )
+                )
         if self._arrivals_left or any(i.busy for i in self._insts):
             self._next_tick_s = now_s + interval
             self._push(self._next_tick_s, Tick())
@@ -310,10 +353,12 @@ class Simulator:
         if self.progress is not None:
             self.progress(n)
 
-        first = np.array([s.first_token_s if s is not None and s.first_token_s is not None else math.nan
-                          for s in seqs], dtype=float)
-        finish = np.array([s.finish_s if s is not None and s.finish_s is not None else math.nan
-                           for s in seqs], dtype=float)
+        first = np.array(
+            [s.first_token_s if s is not None and s.first_token_s is not None else math.nan for s in seqs], dtype=float
+        )
+        finish = np.array(
+            [s.finish_s if s is not None and s.finish_s is not None else math.nan for s in seqs], dtype=float
+        )
         preempt = np.array([s.num_preemptions if s is not None else 0 for s in seqs], dtype=np.int64)
         snaps = [inst.snap + [(inst.output_tokens, inst.busy_s)] * (2 - len(inst.snap)) for inst in insts]
         return SimResult(
@@ -337,7 +382,12 @@ class Simulator:
         )
 
 
-def simulate(instances: Sequence[InstanceSpec], policy: SchedulingPolicy, requests: SimRequests,
-             config: SimConfig | None = None, progress: Callable[[int], None] | None = None) -> SimResult:
+def simulate(
+    instances: Sequence[InstanceSpec],
+    policy: SchedulingPolicy,
+    requests: SimRequests,
+    config: SimConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SimResult:
     """Run one simulation (a fresh tracker; the policy object is used as given)."""
     return Simulator(instances, policy, requests, config, progress=progress).run()

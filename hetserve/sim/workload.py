@@ -36,11 +36,16 @@ class SimRequests(ArrivalSpan):
     def num_clipped(self) -> int:
         return int(np.count_nonzero(self.clipped)) if self.clipped is not None else 0
 
-    def take(self, index: np.ndarray | slice) -> "SimRequests":
+    def take(self, index: np.ndarray | slice) -> SimRequests:
         """The requests at `index` (a mask, indices or a slice), every array alike."""
-        return SimRequests(self.name, self.arrival_s[index], self.num_prompt_tokens[index],
-                           self.num_output_tokens[index], self.max_tokens[index],
-                           None if self.clipped is None else self.clipped[index])
+        return SimRequests(
+            self.name,
+            self.arrival_s[index],
+            self.num_prompt_tokens[index],
+            self.num_output_tokens[index],
+            self.max_tokens[index],
+            None if self.clipped is None else self.clipped[index],
+        )
 
     @property
     def requests_per_s(self) -> float:
@@ -55,14 +60,20 @@ class SimRequests(ArrivalSpan):
     def mean_output_tokens(self) -> float:
         return float(self.num_output_tokens.mean())
 
-    def scaled(self, rate_scale: float) -> "SimRequests":
+    def scaled(self, rate_scale: float) -> SimRequests:
         """The same requests offered `rate_scale` times faster (arrival times divided)."""
         if rate_scale <= 0:
             raise ValueError(f"rate_scale must be > 0 (got {rate_scale})")
-        return SimRequests(self.name, self.arrival_s / rate_scale, self.num_prompt_tokens,
-                           self.num_output_tokens, self.max_tokens, self.clipped)
+        return SimRequests(
+            self.name,
+            self.arrival_s / rate_scale,
+            self.num_prompt_tokens,
+            self.num_output_tokens,
+            self.max_tokens,
+            self.clipped,
+        )
 
-    def shuffled_lengths(self, seed: int = 0) -> "SimRequests":
+    def shuffled_lengths(self, seed: int = 0) -> SimRequests:
         """The same arrival times with the (prompt, output, max_tokens) triples permuted (seeded).
 
         A trace's request mix drifts over its hour (the Azure conv trace's mean output per
@@ -72,10 +83,16 @@ class SimRequests(ArrivalSpan):
         length distribution but makes the mix stationary."""
         perm = np.random.default_rng(seed).permutation(len(self))
         shuffled = self.take(perm)
-        return SimRequests(self.name, self.arrival_s, shuffled.num_prompt_tokens, shuffled.num_output_tokens,
-                           shuffled.max_tokens, shuffled.clipped)
+        return SimRequests(
+            self.name,
+            self.arrival_s,
+            shuffled.num_prompt_tokens,
+            shuffled.num_output_tokens,
+            shuffled.max_tokens,
+            shuffled.clipped,
+        )
 
-    def tiled(self, copies: int) -> "SimRequests":
+    def tiled(self, copies: int) -> SimRequests:
         """The stream repeated back to back `copies` times (each copy starts one mean gap after the
         previous ends), for runs long enough to reach steady state on a short trace."""
         if copies < 1:
@@ -85,21 +102,28 @@ class SimRequests(ArrivalSpan):
         period = self.duration_s + (self.duration_s / max(len(self) - 1, 1))
         arrival = np.concatenate([self.arrival_s + k * period for k in range(copies)])
         rep = lambda a: np.tile(a, copies)  # noqa: E731
-        return SimRequests(self.name, arrival, rep(self.num_prompt_tokens), rep(self.num_output_tokens),
-                           rep(self.max_tokens), None if self.clipped is None else rep(self.clipped))
+        return SimRequests(
+            self.name,
+            arrival,
+            rep(self.num_prompt_tokens),
+            rep(self.num_output_tokens),
+            rep(self.max_tokens),
+            None if self.clipped is None else rep(self.clipped),
+        )
 
-    def head(self, num_requests: int) -> "SimRequests":
+    def head(self, num_requests: int) -> SimRequests:
         return self.take(slice(0, num_requests))
 
-    def sample(self, num_requests: int) -> "SimRequests":
+    def sample(self, num_requests: int) -> SimRequests:
         """`num_requests` requests spread evenly over the whole stream (keeps its length mix)."""
         if num_requests >= len(self):
             return self
         return self.take(np.unique(np.linspace(0, len(self) - 1, num_requests).round().astype(np.int64)))
 
 
-def _client_max_tokens(outputs: np.ndarray, prompts: np.ndarray, rule: MaxTokensRule, cap: int,
-                       max_model_len: int) -> np.ndarray:
+def _client_max_tokens(
+    outputs: np.ndarray, prompts: np.ndarray, rule: MaxTokensRule, cap: int, max_model_len: int
+) -> np.ndarray:
     """max_tokens a client sends. "cap": min(cap, room left in the context); "pow2": the true
     output rounded up to a power of two (a client that knows its task roughly). Never below the
     true output (the engine stops at EOS, never at max_tokens)."""
@@ -113,8 +137,9 @@ def _client_max_tokens(outputs: np.ndarray, prompts: np.ndarray, rule: MaxTokens
     return np.maximum(asked, outputs).astype(np.int64)
 
 
-def _fit_context(prompts: np.ndarray, outputs: np.ndarray,
-                 max_model_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _fit_context(
+    prompts: np.ndarray, outputs: np.ndarray, max_model_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Clip prompts so prompt + output <= max_model_len (a client truncating its context rather
     than being refused; the Azure traces hold prompts up to 14k tokens). Returns the clipped mask."""
     outputs = np.minimum(outputs, max_model_len - 1)
@@ -123,22 +148,33 @@ def _fit_context(prompts: np.ndarray, outputs: np.ndarray,
     return np.maximum(1, np.minimum(prompts, limit)), outputs, clipped
 
 
-def requests_from_trace(trace: Trace, max_model_len: int, rate_scale: float = 1.0,
-                        max_tokens_rule: MaxTokensRule = "cap",
-                        max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP) -> SimRequests:
+def requests_from_trace(
+    trace: Trace,
+    max_model_len: int,
+    rate_scale: float = 1.0,
+    max_tokens_rule: MaxTokensRule = "cap",
+    max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP,
+) -> SimRequests:
     """Replay a trace: its arrival pattern (compressed by `rate_scale`) and token counts."""
-    prompts, outputs, clipped = _fit_context(trace.input_tokens.astype(np.int64),
-                                             trace.output_tokens.astype(np.int64), max_model_len)
+    prompts, outputs, clipped = _fit_context(
+        trace.input_tokens.astype(np.int64), trace.output_tokens.astype(np.int64), max_model_len
+    )
     max_tokens = _client_max_tokens(outputs, prompts, max_tokens_rule, max_tokens_cap, max_model_len)
     reqs = SimRequests(trace.name, trace.arrival_s.astype(float), prompts, outputs, max_tokens, clipped)
     return reqs.scaled(rate_scale) if rate_scale != 1.0 else reqs
 
 
-def poisson_requests(rate_per_s: float, num_requests: int, mean_prompt_tokens: float,
-                     mean_output_tokens: float, max_model_len: int, seed: int = 0,
-                     lengths: Literal["fixed", "exponential", "lognormal"] = "lognormal",
-                     max_tokens_rule: MaxTokensRule = "cap",
-                     max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP) -> SimRequests:
+def poisson_requests(
+    rate_per_s: float,
+    num_requests: int,
+    mean_prompt_tokens: float,
+    mean_output_tokens: float,
+    max_model_len: int,
+    seed: int = 0,
+    lengths: Literal["fixed", "exponential", "lognormal"] = "lognormal",
+    max_tokens_rule: MaxTokensRule = "cap",
+    max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP,
+) -> SimRequests:
     """A seeded Poisson process with a length distribution of the given means: "fixed" (every
     request the same), "exponential", or "lognormal" (sigma 1, heavy-tailed like the traces)."""
     if rate_per_s <= 0 or num_requests <= 0:

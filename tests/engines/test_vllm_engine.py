@@ -258,7 +258,10 @@ def test_stats_come_from_vllm_during_and_after_concurrent_generation(runner: Run
         seen = []
         tasks = [
             asyncio.ensure_future(
-                _drain(runner.engine, GenerateRequest(f"conc-{i}", max_tokens=max_tokens, prompt=f"{PROMPT} {i}", ignore_eos=True))
+                _drain(
+                    runner.engine,
+                    GenerateRequest(f"conc-{i}", max_tokens=max_tokens, prompt=f"{PROMPT} {i}", ignore_eos=True),
+                )
             )
             for i in range(num_requests)
         ]
@@ -293,7 +296,10 @@ def test_too_long_prompts_raise_request_too_long(runner: Runner):
     with pytest.raises(RequestTooLongError):
         runner.collect(GenerateRequest("long-sum", max_tokens=MAX_MODEL_LEN, prompt_token_ids=tuple([5] * 100)))
     # The engine still serves afterwards.
-    assert len(output_ids(runner.collect(GenerateRequest("after-long", max_tokens=4, prompt=PROMPT, ignore_eos=True)))) == 4
+    assert (
+        len(output_ids(runner.collect(GenerateRequest("after-long", max_tokens=4, prompt=PROMPT, ignore_eos=True))))
+        == 4
+    )
 
 
 @pytest.mark.vllm

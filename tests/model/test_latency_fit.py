@@ -135,8 +135,11 @@ def test_newest_engine_wins_when_data_sets_overlap():
     latency = LatencyModel.default()
     used = latency.profile("llama-2-70b", "H100-SXM5-80GB", 2)
     assert used is not None and used.engine == "vllm-0.14"
-    splitwise = [p for p in load_profiles() if p.engine == "splitwise" and p.model == "llama-2-70b"
-                 and p.accelerator == "H100-SXM5-80GB" and p.tp == 2]
+    splitwise = [
+        p
+        for p in load_profiles()
+        if p.engine == "splitwise" and p.model == "llama-2-70b" and p.accelerator == "H100-SXM5-80GB" and p.tp == 2
+    ]
     assert splitwise and splitwise[0].coeffs != used.coeffs
     model, accel = catalog.model("llama-2-70b"), catalog.accelerator("H100-SXM5-80GB")
     assert latency.coeffs(model, accel, 2) == used.coeffs
@@ -168,8 +171,9 @@ def test_rescale_scales_the_weight_stream_not_the_overhead():
 def test_resolve_falls_back_to_rescaling_then_roofline():
     catalog = default_catalog()
     latency = LatencyModel.default()
-    custom = ModelSpec(name="my-13b", num_layers=40, hidden_size=5120, num_heads=40, num_kv_heads=8,
-                       head_dim=128, num_params_b=13.0)
+    custom = ModelSpec(
+        name="my-13b", num_layers=40, hidden_size=5120, num_heads=40, num_kv_heads=8, head_dim=128, num_params_b=13.0
+    )
     on_h100 = latency.resolve(custom, catalog.accelerator("H100-SXM5-80GB"), 1)
     assert on_h100.source.startswith("rescaled from ")
     on_mi300x = latency.resolve(custom, catalog.accelerator("MI300X"), 1)

@@ -58,5 +58,7 @@ def test_fp8_weights_leave_room_for_more_kv(catalog):
     accel = catalog.accelerator("H100-SXM5-80GB")
     assert not memory_fit(bf16, accel, 1, 0.9, 1.5, 8192).feasible
     assert memory_fit(fp8, accel, 1, 0.9, 1.5, 8192).feasible
-    assert (memory_fit(fp8, accel, 2, 0.9, 1.5, 8192).kv_capacity_tokens
-            > memory_fit(bf16, accel, 2, 0.9, 1.5, 8192).kv_capacity_tokens)
+    assert (
+        memory_fit(fp8, accel, 2, 0.9, 1.5, 8192).kv_capacity_tokens
+        > memory_fit(bf16, accel, 2, 0.9, 1.5, 8192).kv_capacity_tokens
+    )

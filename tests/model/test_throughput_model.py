@@ -103,6 +103,7 @@ def test_faster_accelerator_predicts_more_throughput(catalog):
     tput = {}
     for name in ("H200-SXM-141GB", "H100-SXM5-80GB", "A100-SXM4-80GB", "L40S"):
         accel = catalog.accelerator(name)
-        tput[name] = predict_instance(model, accel, latency.coeffs(model, accel, 1), 1, 256, 0.9, 1.5,
-                                      WORKLOAD).output_tokens_per_s
+        tput[name] = predict_instance(
+            model, accel, latency.coeffs(model, accel, 1), 1, 256, 0.9, 1.5, WORKLOAD
+        ).output_tokens_per_s
     assert tput["H200-SXM-141GB"] > tput["H100-SXM5-80GB"] > tput["A100-SXM4-80GB"] > tput["L40S"]

@@ -27,8 +27,12 @@ def random_cluster(seed: int, max_nodes: int = 5, slo: dict | None = None) -> Cl
     while total < max_nodes:
         num = rng.randint(1, min(2, max_nodes - total))
         count = rng.choice([1, 2, 4])
-        entry: dict = {"name": f"n{len(nodes)}", "accelerator": rng.choice(ACCELERATORS), "count": count,
-                       "num_nodes": num}
+        entry: dict = {
+            "name": f"n{len(nodes)}",
+            "accelerator": rng.choice(ACCELERATORS),
+            "count": count,
+            "num_nodes": num,
+        }
         overrides: dict = {}
         if rng.random() < 0.25:
             overrides["max_num_seqs"] = rng.choice([16, 64])
@@ -41,8 +45,11 @@ def random_cluster(seed: int, max_nodes: int = 5, slo: dict | None = None) -> Cl
     spec = {
         "name": f"random-{seed}",
         "model": rng.choice(MODELS),
-        "workload": {"mean_input_tokens": rng.choice([256, 1155, 2000]),
-                     "mean_output_tokens": rng.choice([64, 211, 500]), "max_request_tokens": 4096},
+        "workload": {
+            "mean_input_tokens": rng.choice([256, 1155, 2000]),
+            "mean_output_tokens": rng.choice([64, 211, 500]),
+            "max_request_tokens": 4096,
+        },
         "engine": {"max_num_seqs": rng.choice([32, 128, 256])},
         "nodes": nodes,
     }
@@ -61,15 +68,28 @@ def node_option_rates(cluster: Cluster, node: Node, lm: LatencyModel, slo=None, 
     accel = cluster.catalog.accelerator(node.accelerator)
 
     def rate(tp: int) -> float | None:
-        pred = predict_instance(model, accel, lm.coeffs(model, accel, tp), tp, node.max_num_seqs,
-                                node.gpu_memory_utilization, cluster.engine.reserve_gib, cluster.workload, slo)
+        pred = predict_instance(
+            model,
+            accel,
+            lm.coeffs(model, accel, tp),
+            tp,
+            node.max_num_seqs,
+            node.gpu_memory_utilization,
+            cluster.engine.reserve_gib,
+            cluster.workload,
+            slo,
+        )
         return pred.output_tokens_per_s if pred.feasible else None
 
     allowed = [t for t in range(1, node.count + 1) if node.tp_degrees is None or t in node.tp_degrees]
     if mixed:
         # Any multiset fitting in the node (leftover accelerators idle): smaller ones never win.
-        shapes = [s for n in range(1, node.count + 1)
-                  for s in itertools.combinations_with_replacement(allowed, n) if sum(s) <= node.count]
+        shapes = [
+            s
+            for n in range(1, node.count + 1)
+            for s in itertools.combinations_with_replacement(allowed, n)
+            if sum(s) <= node.count
+        ]
     else:
         shapes = [(t,) * (node.count // t) for t in allowed if node.count % t == 0]
     out = []

@@ -14,10 +14,14 @@ from hetserve.planner.candidates import partitions
 
 
 def spec(nodes: list[dict], model: str = "llama-3.1-8b") -> ClusterSpec:
-    return ClusterSpec.model_validate({
-        "name": "c", "model": model, "nodes": nodes,
-        "workload": {"mean_input_tokens": 1155, "mean_output_tokens": 211, "max_request_tokens": 4096},
-    })
+    return ClusterSpec.model_validate(
+        {
+            "name": "c",
+            "model": model,
+            "nodes": nodes,
+            "workload": {"mean_input_tokens": 1155, "mean_output_tokens": 211, "max_request_tokens": 4096},
+        }
+    )
 
 
 class CountingLatencyModel:
@@ -41,13 +45,17 @@ def test_partitions_of_eight() -> None:
 
 
 def test_pools_group_identical_nodes_only() -> None:
-    cluster = resolve_cluster(spec([
-        {"name": "a", "accelerator": "L4", "count": 2, "num_nodes": 3},
-        {"name": "b", "accelerator": "L4", "count": 2},
-        {"name": "c", "accelerator": "L4", "count": 4},
-        {"name": "d", "accelerator": "L4", "count": 2, "overrides": {"max_num_seqs": 8}},
-        {"name": "e", "accelerator": "T4", "count": 2, "overrides": {"tp_degrees": [2]}},
-    ]))
+    cluster = resolve_cluster(
+        spec(
+            [
+                {"name": "a", "accelerator": "L4", "count": 2, "num_nodes": 3},
+                {"name": "b", "accelerator": "L4", "count": 2},
+                {"name": "c", "accelerator": "L4", "count": 4},
+                {"name": "d", "accelerator": "L4", "count": 2, "overrides": {"max_num_seqs": 8}},
+                {"name": "e", "accelerator": "T4", "count": 2, "overrides": {"tp_degrees": [2]}},
+            ]
+        )
+    )
     pools = group_pools(cluster.nodes)
     by_nodes = {p.node_names: p for p in pools}
     assert set(by_nodes) == {("a-0", "a-1", "a-2", "b"), ("c",), ("d",), ("e",)}
@@ -58,11 +66,15 @@ def test_pools_group_identical_nodes_only() -> None:
 
 def test_predictions_once_per_accelerator_tp_and_settings() -> None:
     """2,000 nodes of 2 types cost as many predictions as 2 nodes: pools share them."""
-    cluster = resolve_cluster(spec([
-        {"name": "a", "accelerator": "A100-SXM4-80GB", "count": 8, "num_nodes": 1000},
-        {"name": "b", "accelerator": "L4", "count": 4, "num_nodes": 999},
-        {"name": "c", "accelerator": "L4", "count": 2},
-    ]))
+    cluster = resolve_cluster(
+        spec(
+            [
+                {"name": "a", "accelerator": "A100-SXM4-80GB", "count": 8, "num_nodes": 1000},
+                {"name": "b", "accelerator": "L4", "count": 4, "num_nodes": 999},
+                {"name": "c", "accelerator": "L4", "count": 2},
+            ]
+        )
+    )
     lm = CountingLatencyModel()
     cands = enumerate_candidates(cluster, lm)
     assert sorted(lm.calls) == sorted(set(lm.calls))  # never twice
@@ -71,10 +83,15 @@ def test_predictions_once_per_accelerator_tp_and_settings() -> None:
 
 
 def test_degrees_respect_override_heads_and_memory() -> None:
-    cluster = resolve_cluster(spec([
-        {"name": "t", "accelerator": "T4", "count": 4},
-        {"name": "l", "accelerator": "L4", "count": 4, "overrides": {"tp_degrees": [2, 4]}},
-    ], model="qwen2.5-32b"))
+    cluster = resolve_cluster(
+        spec(
+            [
+                {"name": "t", "accelerator": "T4", "count": 4},
+                {"name": "l", "accelerator": "L4", "count": 4, "overrides": {"tp_degrees": [2, 4]}},
+            ],
+            model="qwen2.5-32b",
+        )
+    )
     cands = {c.pool.label: c for c in enumerate_candidates(cluster, LatencyModel.default())}
     t4 = cands["T4x4"]
     assert [d.tp for d in t4.degrees] == [1, 2, 4]
@@ -106,6 +123,8 @@ def test_planner_imports_no_ray() -> None:
     """model/ and planner/ are plain Python: importing them must not pull in ray."""
     import subprocess
 
-    code = ("import sys; import hetserve.planner, hetserve.planner.render, hetserve.commands.plan; "
-            "sys.exit(1 if 'ray' in sys.modules else 0)")
+    code = (
+        "import sys; import hetserve.planner, hetserve.planner.render, hetserve.commands.plan; "
+        "sys.exit(1 if 'ray' in sys.modules else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -63,8 +63,10 @@ def test_free_nodes_always_used() -> None:
 def test_near_equal_large_instance_is_fast_and_exact() -> None:
     """Hundreds of nodes per pool with near-equal efficiency: the DP answers exactly, at once."""
     rng = random.Random(1)
-    items = [(rng.randint(200, 1000), 8_000_000 + rng.choice([0, 100_000, 200_000]),
-              1000 * (1 + rng.uniform(-0.01, 0.01))) for _ in range(12)]
+    items = [
+        (rng.randint(200, 1000), 8_000_000 + rng.choice([0, 100_000, 200_000]), 1000 * (1 + rng.uniform(-0.01, 0.01)))
+        for _ in range(12)
+    ]
     target = sum(n * v for n, _, v in items) * 0.37
     got = cheapest_cover(items, target)
     assert got.method == "dp" and got.proven_optimal and got.rate >= target

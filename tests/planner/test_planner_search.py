@@ -23,11 +23,15 @@ def lm() -> LatencyModel:
 
 
 def small_spec(nodes: list[dict], model: str = "llama-3.1-8b", **extra) -> ClusterSpec:
-    return ClusterSpec.model_validate({
-        "name": "t", "model": model, "nodes": nodes,
-        "workload": {"mean_input_tokens": 1155, "mean_output_tokens": 211, "max_request_tokens": 4096},
-        **extra,
-    })
+    return ClusterSpec.model_validate(
+        {
+            "name": "t",
+            "model": model,
+            "nodes": nodes,
+            "workload": {"mean_input_tokens": 1155, "mean_output_tokens": 211, "max_request_tokens": 4096},
+            **extra,
+        }
+    )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -63,8 +67,7 @@ def test_cost_equals_brute_force(seed: int, fraction: float, mixed: bool, lm: La
         pytest.skip("model fits nowhere on this random cluster")
     target = fraction * best_rate
     expected = brute_force_cost(cluster, lm, target, mixed=mixed)
-    plan = search_plan(cluster, "cost", latency_model=lm, target_output_tokens_per_s=target,
-                       mixed_partitions=mixed)
+    plan = search_plan(cluster, "cost", latency_model=lm, target_output_tokens_per_s=target, mixed_partitions=mixed)
     assert plan.price_per_hour == pytest.approx(expected, abs=1e-6)
     assert plan.output_tokens_per_s >= target * (1 - 1e-12)
     # The plan's price is what its nodes cost.
@@ -91,8 +94,10 @@ def test_mixed_partitions_use_nodes_uniform_splits_cannot(lm: LatencyModel) -> N
     Uniform splits leave the node idle; mixed partitions run one TP4 or TP5 instance and say
     that the leftover accelerators are idle.
     """
-    spec = small_spec([{"name": "a", "accelerator": "L4", "count": 6},
-                       {"name": "h", "accelerator": "H100-SXM5-80GB", "count": 1}], model="qwen2.5-32b")
+    spec = small_spec(
+        [{"name": "a", "accelerator": "L4", "count": 6}, {"name": "h", "accelerator": "H100-SXM5-80GB", "count": 1}],
+        model="qwen2.5-32b",
+    )
     cluster = resolve_cluster(spec)
     uniform = search_plan(cluster, latency_model=lm)
     assert {n for d in uniform.deployments for n in d.node_names} == {"h"}
@@ -126,11 +131,13 @@ def test_same_inputs_same_plan() -> None:
 
 def test_cost_tie_uses_nodes_in_cluster_order(lm: LatencyModel) -> None:
     """Identical nodes tie on price: the first ones listed in the config are used."""
-    spec = small_spec([
-        {"name": "zeta", "accelerator": "L4", "count": 1},
-        {"name": "alpha", "accelerator": "L4", "count": 1},
-        {"name": "mid", "accelerator": "L4", "count": 1},
-    ])
+    spec = small_spec(
+        [
+            {"name": "zeta", "accelerator": "L4", "count": 1},
+            {"name": "alpha", "accelerator": "L4", "count": 1},
+            {"name": "mid", "accelerator": "L4", "count": 1},
+        ]
+    )
     cluster = resolve_cluster(spec)
     one = search_plan(cluster, latency_model=lm).deployments[0].prediction.output_tokens_per_s
     plan = search_plan(cluster, "cost", latency_model=lm, target_output_tokens_per_s=1.5 * one)
@@ -142,8 +149,10 @@ def test_cost_tie_uses_nodes_in_cluster_order(lm: LatencyModel) -> None:
 def test_model_that_fits_nowhere_is_refused_per_type(lm: LatencyModel) -> None:
     """llama-2-70b on T4 and L4 nodes of 4: the error names the model and each type's reasons."""
     spec = small_spec(
-        [{"name": "t4", "accelerator": "T4", "count": 4, "num_nodes": 3},
-         {"name": "l4", "accelerator": "L4", "count": 4}],
+        [
+            {"name": "t4", "accelerator": "T4", "count": 4, "num_nodes": 3},
+            {"name": "l4", "accelerator": "L4", "count": 4},
+        ],
         model="llama-2-70b",
     )
     with pytest.raises(ConfigError) as err:
@@ -157,8 +166,10 @@ def test_model_that_fits_nowhere_is_refused_per_type(lm: LatencyModel) -> None:
 
 def test_partly_feasible_cluster_reports_idle_nodes(lm: LatencyModel) -> None:
     spec = small_spec(
-        [{"name": "t4", "accelerator": "T4", "count": 4},
-         {"name": "h100", "accelerator": "H100-SXM5-80GB", "count": 4}],
+        [
+            {"name": "t4", "accelerator": "T4", "count": 4},
+            {"name": "h100", "accelerator": "H100-SXM5-80GB", "count": 4},
+        ],
         model="llama-2-70b",
     )
     plan = search_plan(resolve_cluster(spec), latency_model=lm)
@@ -190,8 +201,7 @@ def test_runner_up_totals_match_forcing_that_choice(lm: LatencyModel) -> None:
 
 def test_throughput_slo_caps_batches(lm: LatencyModel) -> None:
     """A TPOT cap below what the unconstrained plan predicts shrinks batches until it holds."""
-    nodes = [{"name": "a", "accelerator": "A100-SXM4-80GB", "count": 2},
-             {"name": "l", "accelerator": "L4", "count": 2}]
+    nodes = [{"name": "a", "accelerator": "A100-SXM4-80GB", "count": 2}, {"name": "l", "accelerator": "L4", "count": 2}]
     free = search_plan(resolve_cluster(small_spec(nodes)), latency_model=lm)
     cap_ms = 0.7 * max(d.prediction.tpot_s for d in free.deployments) * 1e3
     cluster = resolve_cluster(small_spec(nodes, slo={"tpot_ms": cap_ms}))
@@ -228,10 +238,14 @@ def test_cost_at_full_rate_uses_every_node(lm: LatencyModel) -> None:
 
 
 def test_deployment_names_unique_when_settings_differ(lm: LatencyModel) -> None:
-    cluster = resolve_cluster(small_spec([
-        {"name": "a", "accelerator": "L4", "count": 1},
-        {"name": "b", "accelerator": "L4", "count": 1, "overrides": {"max_num_seqs": 8}},
-    ]))
+    cluster = resolve_cluster(
+        small_spec(
+            [
+                {"name": "a", "accelerator": "L4", "count": 1},
+                {"name": "b", "accelerator": "L4", "count": 1, "overrides": {"max_num_seqs": 8}},
+            ]
+        )
+    )
     plan = search_plan(cluster, latency_model=lm)
     names = [d.name for d in plan.deployments]
     assert len(names) == 2 and len(set(names)) == 2

@@ -88,8 +88,13 @@ def test_output_length_estimate_follows_completed_requests():
 
 
 def stats(waiting: int, running: int, kv_used: int, total: int, capacity: int = 100_000) -> InstanceStats:
-    return InstanceStats(num_running=running, num_waiting=waiting, kv_used_tokens=kv_used,
-                         kv_capacity_tokens=capacity, total_output_tokens=total)
+    return InstanceStats(
+        num_running=running,
+        num_waiting=waiting,
+        kv_used_tokens=kv_used,
+        kv_capacity_tokens=capacity,
+        total_output_tokens=total,
+    )
 
 
 def test_an_idle_or_lightly_loaded_instance_keeps_its_capacity():
@@ -123,8 +128,9 @@ def test_capacity_learns_from_saturated_stretches_only():
     assert t.view("a-fast").capacity_tokens_per_s == before
     # KV-limited saturation counts too (the batch is below max_num_seqs but the cache is full).
     for s in range(30, 41):
-        t.reconcile("b-slow", stats(waiting=3, running=4, kv_used=9_500, total=60 * (s - 30), capacity=10_000),
-                    float(s))
+        t.reconcile(
+            "b-slow", stats(waiting=3, running=4, kv_used=9_500, total=60 * (s - 30), capacity=10_000), float(s)
+        )
     assert t.view("b-slow").capacity_tokens_per_s == pytest.approx(0.5 * 70 + 0.5 * 60)
 
 

@@ -21,6 +21,7 @@ def test_registry_lists_builtins_and_refuses_unknown_and_duplicate_names():
     with pytest.raises(ValueError, match="unknown scheduling policy 'nope'.*hetero.*round_robin"):
         make_policy("nope")
     with pytest.raises(TypeError, match="registered twice"):
+
         class Again(SchedulingPolicy, name="hetero"):  # noqa: F811
             def choose(self, request, instances, now_s):
                 return instances[0].instance_id
@@ -66,11 +67,14 @@ def test_weighted_round_robin_matches_static_weights_smoothly():
     """Weights 5:3:1 from the plan's predictions: every 9 consecutive choices hold exactly 5, 3
     and 1 of each, and changing the measured capacity C does not move them (static)."""
     wrr = make_policy("weighted_round_robin")
-    views = [view("a", capacity=1.0, predicted=500.0), view("b", capacity=999.0, predicted=300.0),
-             view("c", capacity=5.0, predicted=100.0)]
+    views = [
+        view("a", capacity=1.0, predicted=500.0),
+        view("b", capacity=999.0, predicted=300.0),
+        view("c", capacity=5.0, predicted=100.0),
+    ]
     picks = [wrr.select(request(k), views, 0.0) for k in range(90)]
     for start in range(0, 90, 9):
-        assert Counter(picks[start:start + 9]) == {"a": 5, "b": 3, "c": 1}
+        assert Counter(picks[start : start + 9]) == {"a": 5, "b": 3, "c": 1}
     # Smooth: the heaviest instance never gets two in a row (plain WRR would give a,a,a,a,a,b,b,b,c).
     assert "".join(picks[:9]) == "abacababa"
 
@@ -136,9 +140,19 @@ def test_select_skips_unhealthy_and_too_small_instances_and_says_why_when_none_i
 def test_same_seed_same_choices(name):
     """Policies draw only from their seeded generator and never read a clock."""
     rng = np.random.default_rng(0)
-    states = [[view(f"i{k}", capacity=float(rng.integers(50, 500)), outstanding_tokens=float(rng.integers(0, 900)),
-                    num_outstanding=int(rng.integers(0, 6)), predicted=float(rng.integers(50, 500)))
-               for k in range(5)] for _ in range(100)]
+    states = [
+        [
+            view(
+                f"i{k}",
+                capacity=float(rng.integers(50, 500)),
+                outstanding_tokens=float(rng.integers(0, 900)),
+                num_outstanding=int(rng.integers(0, 6)),
+                predicted=float(rng.integers(50, 500)),
+            )
+            for k in range(5)
+        ]
+        for _ in range(100)
+    ]
 
     def run():
         p = make_policy(name, seed=9)

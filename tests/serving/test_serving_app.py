@@ -139,7 +139,7 @@ def test_raw_sse_framing_ends_with_done(app):
     events = [line for line in resp.iter_lines(decode_unicode=True) if line]
     assert all(e.startswith("data: ") for e in events)
     assert events[-1] == "data: [DONE]"
-    chunks = [json.loads(e[len("data: "):]) for e in events[:-1]]
+    chunks = [json.loads(e[len("data: ") :]) for e in events[:-1]]
     assert len(chunks) >= 2 and {c["id"] for c in chunks} == {chunks[0]["id"]}
     assert sum(len(c["choices"][0]["text"].split()) for c in chunks) == 3
 
@@ -155,7 +155,7 @@ def test_instances_batch_streamed_tokens(app):
         stream=True,
         timeout=30,
     )
-    chunks = [json.loads(e[len("data: "):]) for e in resp.iter_lines(decode_unicode=True) if e and e != "data: [DONE]"]
+    chunks = [json.loads(e[len("data: ") :]) for e in resp.iter_lines(decode_unicode=True) if e and e != "data: [DONE]"]
     wall_s = time.monotonic() - t0
     words = [len(c["choices"][0]["text"].split()) for c in chunks]
     assert sum(words) == 100 and words[0] == 1
@@ -240,8 +240,18 @@ def test_bad_requests_get_4xx_json_naming_the_problem_and_others_are_unaffected(
         ({"model": MODEL, "prompt": "x", "max_tokens": "lots"}, 400, "invalid_value", "body.max_tokens"),
         ({"model": MODEL, "prompt": 42}, 400, "invalid_value", "body.prompt"),
         ({"model": MODEL, "prompt": "x", "max_tokens": 0}, 400, "invalid_value", "greater than or equal to 1"),
-        ({"model": MODEL, "prompt": "x", "max_tokens": 10**6}, 400, "invalid_value", "max_tokens=1000000 is out of range"),
-        ({"model": MODEL, "prompt": "x" * 40_000, "max_tokens": 10}, 400, "context_length_exceeded", "longer than the context"),
+        (
+            {"model": MODEL, "prompt": "x", "max_tokens": 10**6},
+            400,
+            "invalid_value",
+            "max_tokens=1000000 is out of range",
+        ),
+        (
+            {"model": MODEL, "prompt": "x" * 40_000, "max_tokens": 10},
+            400,
+            "context_length_exceeded",
+            "longer than the context",
+        ),
         ({"model": MODEL, "prompt": [1, 2, 10**9], "max_tokens": 2}, 400, "invalid_value", "outside the vocabulary"),
         ({"model": MODEL, "prompt": "x", "n": 3}, 400, "invalid_value", "body.n"),
         ({"model": MODEL, "prompt": "x", "best_of_everything": 1}, 400, "invalid_value", "best_of_everything"),
@@ -252,7 +262,9 @@ def test_bad_requests_get_4xx_json_naming_the_problem_and_others_are_unaffected(
         err = r.json()["error"]
         assert err["code"] == code and needle in err["message"], (body, err)
     chat = requests.post(
-        f"{base}/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, timeout=30
+        f"{base}/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]},
+        timeout=30,
     )
     assert chat.status_code == 400 and "body.messages.0.role" in chat.json()["error"]["message"]
     garbage = requests.post(

@@ -49,7 +49,9 @@ def test_app_args_refusals_name_the_field_and_the_known_values():
 
 def test_app_args_accept_serve_run_strings():
     """`serve run hetserve.app:build key=value` passes every value as a string."""
-    args = load_app_args({"time_scale": "0.25", "router_replicas": "2", "vllm_engine_kwargs": '{"enforce_eager": true}'})
+    args = load_app_args(
+        {"time_scale": "0.25", "router_replicas": "2", "vllm_engine_kwargs": '{"enforce_eager": true}'}
+    )
     assert (args.time_scale, args.router_replicas) == (0.25, 2)
     assert args.vllm_engine_kwargs == {"enforce_eager": True}
 
@@ -152,7 +154,9 @@ def test_validation_errors_become_400_naming_loc_and_value():
         mapped = from_validation_errors(err.errors())
     assert mapped.status_code == 400 and mapped.param == "max_tokens"
     assert "max_tokens" in mapped.message and "'many'" in mapped.message
-    http_style = from_validation_errors([{"loc": ("body", "prompt"), "msg": "Field required", "type": "missing"}], "body")
+    http_style = from_validation_errors(
+        [{"loc": ("body", "prompt"), "msg": "Field required", "type": "missing"}], "body"
+    )
     assert http_style.message == "body.prompt: Field required" and http_style.param == "prompt"
 
 

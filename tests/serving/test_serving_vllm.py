@@ -41,7 +41,9 @@ def tiny_model(tmp_path_factory) -> Path:
     for name in ("vllm", "torch", "transformers", "tokenizers"):
         if importlib.util.find_spec(name) is None:
             pytest.skip(f"{name} is not installed (vLLM CPU tier: scripts/install_vllm_cpu.sh)")
-    spec = importlib.util.spec_from_file_location("hetserve_make_tiny_model_serving", REPO / "scripts" / "make_tiny_model.py")
+    spec = importlib.util.spec_from_file_location(
+        "hetserve_make_tiny_model_serving", REPO / "scripts" / "make_tiny_model.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return Path(module.make_tiny_model(tmp_path_factory.mktemp("tiny-llama-serving")))
@@ -70,7 +72,9 @@ def vllm_app(serve_url, tiny_model, tmp_path_factory):
 
 def test_vllm_instance_answers_openai_requests(vllm_app):
     client = openai.OpenAI(base_url=f"{vllm_app}/v1", api_key="unused", max_retries=0, timeout=120)
-    unary = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, extra_body={"ignore_eos": True})
+    unary = client.completions.create(
+        model=MODEL, prompt="Once upon a time", max_tokens=8, extra_body={"ignore_eos": True}
+    )
     assert unary.usage.completion_tokens == 8 and unary.choices[0].finish_reason == "length"
 
     chunks = list(

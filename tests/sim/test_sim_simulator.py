@@ -18,8 +18,13 @@ def one_instance(coeffs: LatencyCoeffs = FAST, kv: int = 50_000, max_num_seqs: i
 
 def stream(arrivals, prompts, outputs) -> SimRequests:
     n = len(arrivals)
-    return SimRequests("hand", np.asarray(arrivals, float), np.asarray(prompts, np.int64),
-                       np.asarray(outputs, np.int64), np.full(n, 2048, np.int64))
+    return SimRequests(
+        "hand",
+        np.asarray(arrivals, float),
+        np.asarray(prompts, np.int64),
+        np.asarray(outputs, np.int64),
+        np.full(n, 2048, np.int64),
+    )
 
 
 def test_one_request_takes_one_prefill_step_then_one_decode_step_per_token():
@@ -39,16 +44,23 @@ def test_one_request_takes_one_prefill_step_then_one_decode_step_per_token():
 def test_a_request_arriving_mid_step_waits_for_the_step_to_end():
     c = FAST
     first_step = c.prefill_s(100) + c.decode_s(1, 100)
-    res = simulate(one_instance(c), make_policy("round_robin"),
-                   stream([0.0, first_step / 2], [100, 200], [5, 5]))
+    res = simulate(one_instance(c), make_policy("round_robin"), stream([0.0, first_step / 2], [100, 200], [5, 5]))
     # Admitted at the end of the first step, prefilled together with the first request's decode.
     second = first_step + c.prefill_s(200) + c.decode_s(2, 101 + 200)
     assert res.first_token_s[1] == pytest.approx(second, abs=1e-12)
 
 
 def _arrays(res):
-    return (res.instance_of, res.first_token_s, res.finish_s, res.num_preemptions, res.window_output_tokens,
-            res.window_busy_s, res.total_output_tokens, res.total_busy_s)
+    return (
+        res.instance_of,
+        res.first_token_s,
+        res.finish_s,
+        res.num_preemptions,
+        res.window_output_tokens,
+        res.window_busy_s,
+        res.total_output_tokens,
+        res.total_busy_s,
+    )
 
 
 @pytest.mark.parametrize("policy", ["hetero", "pow2", "round_robin"])

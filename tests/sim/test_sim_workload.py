@@ -33,7 +33,7 @@ def test_prompts_are_clipped_to_fit_the_context_with_their_output():
 
 
 def test_client_max_tokens_never_reveal_less_than_the_true_output():
-    """"cap": a fixed 2048 or the context left, whichever is smaller (never below the true output);
+    """ "cap": a fixed 2048 or the context left, whichever is smaller (never below the true output);
     "pow2": the true output rounded up to a power of two."""
     cap = requests_from_trace(trace(), max_model_len=4096, max_tokens_rule="cap")
     assert cap.max_tokens.tolist() == [2048, 50, 2048, 96]
@@ -58,8 +58,16 @@ def test_saturated_instance_matches_the_steady_state_throughput_model():
     """Fixed-length requests saturating one batch-limited instance: the simulated rate agrees with
     the model's X = B / (l_out * T_d(B, B*(l_in + l_out/2)) + B * T_p(l_in)) within 5%."""
     reqs = make_requests(1.0, 1500, mean_prompt_tokens=600, mean_output_tokens=150, lengths="fixed")
-    spec = InstanceSpec("one", "d", "fake", FAST, kv_capacity_tokens=500_000, max_num_seqs=48,
-                        predicted_tokens_per_s=1.0, max_num_batched_tokens=600)
+    spec = InstanceSpec(
+        "one",
+        "d",
+        "fake",
+        FAST,
+        kv_capacity_tokens=500_000,
+        max_num_seqs=48,
+        predicted_tokens_per_s=1.0,
+        max_num_batched_tokens=600,
+    )
     cap = saturated_capacity(spec, reqs)
     model = steady_state(FAST, 48, Workload(600, 150, 1000))
     assert cap.output_tokens_per_s == pytest.approx(model.output_tokens_per_s, rel=0.05)
