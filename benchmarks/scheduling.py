@@ -69,7 +69,7 @@ def run_matrix(args) -> list[dict]:
     for cpath in CLUSTERS:
         cluster = load_cluster(cpath)
         plan = search_plan(cluster)
-        instances = instances_from_plan(plan, cluster)
+        instances = instances_from_plan(plan)
         for tname in args.traces.split(","):
             base = requests_from_trace(load_trace(TRACES[tname]), cluster.model.max_model_len)
             if args.quick:
@@ -119,7 +119,7 @@ def run_matrix(args) -> list[dict]:
                     "copies": copies,
                     "trace_requests": len(base),
                     "plan": ", ".join(
-                        f"{d.num_instances}x {d.name or d.config.deployment_name}" for d in plan.deployments
+                        f"{d.num_instances}x {d.name}" for d in plan.deployments
                     ),
                     "offered_bound": {
                         "output_tokens_per_s": cmp.offered.output_tokens_per_s,
@@ -137,7 +137,7 @@ def run_matrix(args) -> list[dict]:
 
 def run_speed(args) -> dict:
     cluster = load_cluster(SPEED_CLUSTER)
-    instances = instances_from_plan(search_plan(cluster), cluster)
+    instances = instances_from_plan(search_plan(cluster))
     reqs = requests_from_trace(load_trace(TRACES["conv"]), cluster.model.max_model_len)
     if args.quick:
         reqs = reqs.head(3000)

@@ -251,6 +251,20 @@ class AppArgs(_Edge):
         default=None, description="Cluster YAML path; default: the packaged laptop config (data/laptop.yaml)."
     )
     model: str | None = Field(default=None, description="Catalog model served instead of the cluster file's model.")
+    plan: str | None = Field(
+        default=None,
+        description="A plan JSON written by `hetserve plan ... --json`: serve exactly that plan instead of "
+        "planning inside build (the objective fields below are then not used).",
+    )
+    objective: Literal["throughput", "throughput_slo", "cost"] = Field(
+        default="throughput", description="Planner objective when planning inside build (as `hetserve plan`)."
+    )
+    target_tokens_per_s: float | None = Field(
+        default=None, gt=0, description="Output tokens/s the cost objective must reach (as --target-tokens-per-s)."
+    )
+    mixed_partitions: bool = Field(
+        default=False, description="Let the planner split a node into instances of different TP (as `hetserve plan`)."
+    )
     policy: str = Field(default="hetero", description="Scheduling policy by name (see hetserve.scheduling).")
     engine: Literal["emulated", "vllm"] = Field(
         default="emulated", description="Engine in every instance: emulated (no GPU) or vllm."

@@ -7,6 +7,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+# vLLM's default per-step token budget; the one default every engine, the planner and the simulator share.
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
+# Window over which an engine measures its own output tokens/s, s of engine time.
+DEFAULT_STATS_WINDOW_S = 10.0
+# Output tokens assumed for a request before any has been observed (trackers, simulator, router).
+DEFAULT_OUTPUT_TOKENS = 256
+
 
 @dataclass(frozen=True, slots=True)
 class LatencyCoeffs:
@@ -109,33 +116,114 @@ class InstancePrediction:
 
 
 @dataclass(frozen=True, slots=True)
+class Workload:
+    """Mean request shape the plan was priced for, plus the longest request an instance must hold."""
+
+    mean_input_tokens: float
+    mean_output_tokens: float
+    max_request_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedInstance:
+    """One instance (one Serve replica) of a planned deployment: everything the simulator needs to
+    run it, the emulated engine to pace it, and the router to seed its capacity.
+
+    Built only by `DeploymentPlan.instances()`, so the simulator, the emulated engine and the live
+    router can never price the same instance differently. Tests and what-if studies may build one
+    directly (a fake accelerator with chosen coefficients).
+    """
+
+    instance_id: str
+    deployment: str
+    accelerator: str
+    coeffs: LatencyCoeffs
+    kv_capacity_tokens: int
+    max_num_seqs: int
+    predicted_tokens_per_s: float
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
+    tp: int = 1
+    coeffs_source: str = ""
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DeploymentPlan:
-    """One chosen configuration: its replicas and where they go."""
+    """One chosen configuration: its replicas, where they go, and every fact the planner priced
+    them with (latency coefficients and their source, KV capacity, predicted throughput).
+
+    The planner is the only place these facts are computed; the app builder, the router, the
+    emulated engine and the simulator read them from here.
+    """
 
     config: InstanceConfig
     node_names: tuple[str, ...]  # one entry per instance (a node repeats when it hosts several)
     prediction: InstancePrediction
-    # Serve deployment name; the planner sets it unique per plan (config.deployment_name, plus the
-    # engine settings when two configurations share accelerator and TP).
-    name: str = ""
+    # Serve deployment name, unique per plan (config.deployment_name, plus the engine settings
+    # when two configurations share accelerator and TP).
+    name: str
+    coeffs: LatencyCoeffs
+    coeffs_source: str  # "profile", "rescaled from <model>", "roofline", or a profile file's source
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
 
     @property
     def num_instances(self) -> int:
         return len(self.node_names)
 
     @property
+    def kv_capacity_tokens(self) -> int:
+        return self.prediction.kv_capacity_tokens
+
+    @property
     def output_tokens_per_s(self) -> float:
         return self.num_instances * self.prediction.output_tokens_per_s
+
+    def instances(self) -> tuple[PlannedInstance, ...]:
+        """One PlannedInstance per replica, ids `<deployment>/<node>/<k>` (k counts the node's
+        instances of this deployment)."""
+        seen: dict[str, int] = {}
+        out = []
+        for node in self.node_names:
+            k = seen.get(node, 0)
+            seen[node] = k + 1
+            out.append(
+                PlannedInstance(
+                    instance_id=f"{self.name}/{node}/{k}",
+                    deployment=self.name,
+                    accelerator=self.config.accelerator,
+                    coeffs=self.coeffs,
+                    kv_capacity_tokens=self.prediction.kv_capacity_tokens,
+                    max_num_seqs=self.config.max_num_seqs,
+                    predicted_tokens_per_s=self.prediction.output_tokens_per_s,
+                    max_num_batched_tokens=self.max_num_batched_tokens,
+                    tp=self.config.tp,
+                    coeffs_source=self.coeffs_source,
+                    node=node,
+                )
+            )
+        return tuple(out)
+
+    def node_demand(self) -> dict[str, int]:
+        """Accelerator devices this deployment takes on each node it uses."""
+        demand: dict[str, int] = {}
+        for node in self.node_names:
+            demand[node] = demand.get(node, 0) + self.config.tp
+        return demand
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The planner's answer: deployments, the predicted total, and the runners-up with why they lost."""
+    """The planner's answer: deployments, the predicted total, and the runners-up with why they lost.
+
+    `to_dict`/`from_dict` round-trip exactly, so `hetserve plan --json > plan.json` followed by
+    `serve run hetserve.app:build plan=plan.json` serves the plan that was inspected.
+    """
 
     cluster: str
     model: str
     objective: str
     deployments: tuple[DeploymentPlan, ...]
+    workload: Workload
     runners_up: tuple[RunnerUp, ...] = field(default=())
     infeasible: tuple[str, ...] = field(default=())  # nodes left idle and why
     price_per_hour: float = 0.0  # used nodes x their accelerators x catalog price (a node is paid whole)
@@ -153,8 +241,49 @@ class Plan:
     def num_accelerators(self) -> int:
         return sum(d.config.tp * d.num_instances for d in self.deployments)
 
+    @property
+    def max_model_len(self) -> int:
+        """The longest request (prompt + output) every instance's KV cache was sized for."""
+        return self.workload.max_request_tokens
+
+    def instances(self) -> tuple[PlannedInstance, ...]:
+        return tuple(i for d in self.deployments for i in d.instances())
+
+    def deployment(self, name: str) -> DeploymentPlan:
+        for d in self.deployments:
+            if d.name == name:
+                return d
+        raise KeyError(f"no deployment {name!r} in the plan; planned: {', '.join(d.name for d in self.deployments)}")
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Plan:
+        """The inverse of `to_dict` (extra keys, such as the totals `plan_to_json` adds, are ignored)."""
+        deployments = tuple(
+            DeploymentPlan(
+                config=InstanceConfig(**dp["config"]),
+                node_names=tuple(dp["node_names"]),
+                prediction=InstancePrediction(**dp["prediction"]),
+                name=dp["name"],
+                coeffs=LatencyCoeffs(**dp["coeffs"]),
+                coeffs_source=dp["coeffs_source"],
+                max_num_batched_tokens=int(dp["max_num_batched_tokens"]),
+            )
+            for dp in d["deployments"]
+        )
+        return cls(
+            cluster=d["cluster"],
+            model=d["model"],
+            objective=d["objective"],
+            deployments=deployments,
+            workload=Workload(**d["workload"]),
+            runners_up=tuple(RunnerUp(**r) for r in d.get("runners_up", ())),
+            infeasible=tuple(d.get("infeasible", ())),
+            price_per_hour=float(d.get("price_per_hour", 0.0)),
+            notes=tuple(d.get("notes", ())),
+        )
 
 
 @dataclass(frozen=True, slots=True)

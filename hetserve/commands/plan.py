@@ -8,7 +8,8 @@ import sys
 
 from hetserve.cluster import load_cluster
 from hetserve.planner import Objective, search_plan
-from hetserve.planner.render import plan_to_json, print_plan
+from hetserve.planner.plan_file import plan_to_json
+from hetserve.planner.render import print_plan
 
 __all__ = ["register", "run"]
 

@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
 
     cluster = load_cluster(args.cluster)
     plan = search_plan(cluster)
-    instances = instances_from_plan(plan, cluster)
+    instances = instances_from_plan(plan)
     base = _shuffle(args, _stream(args, cluster))
     if len(base) < 2:
         raise ConfigError(f"--num-requests: need at least 2 requests (got {len(base)})")
@@ -430,7 +430,7 @@ def _write_json(
         "seed": args.seed,
         "plan": [
             {
-                "deployment": d.name or d.config.deployment_name,
+                "deployment": d.name,
                 "accelerator": d.config.accelerator,
                 "tp": d.config.tp,
                 "instances": d.num_instances,

@@ -8,9 +8,9 @@ lazily, when kind == "vllm".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from hetserve.config import AcceleratorSpec, ModelSpec
+from hetserve.config import ModelSpec
 from hetserve.engines.base import (
     Engine,
     EngineDeadError,
@@ -19,6 +19,7 @@ from hetserve.engines.base import (
     RequestTooLongError,
     TokenChunk,
 )
+from hetserve.records import DEFAULT_STATS_WINDOW_S, DeploymentPlan
 
 __all__ = [
     "ENGINE_KINDS",
@@ -32,7 +33,6 @@ __all__ = [
     "create_engine",
 ]
 
-EngineKind = Literal["emulated", "vllm"]
 ENGINE_KINDS: tuple[str, ...] = ("emulated", "vllm")
 
 
@@ -40,41 +40,42 @@ ENGINE_KINDS: tuple[str, ...] = ("emulated", "vllm")
 class EngineSpec:
     """Everything one instance needs to build its engine; pickled into the Serve replica.
 
-    `max_model_len` is the longest request served (prompt + output), which the plan sized the KV
-    cache for. `time_scale` and `stats_window_s` (seconds of emulated time) only affect the
-    emulated engine; `model_path` and `engine_kwargs` only the vLLM one.
+    `deployment` is the plan's record of the instance's configuration, with the latency
+    coefficients and KV capacity the planner priced it with: the emulated engine paces itself by
+    exactly those, so it runs what was planned. `max_model_len` is the longest request served
+    (prompt + output), which the plan sized the KV cache for. `time_scale` and `stats_window_s`
+    (seconds of emulated time) only affect the emulated engine; `model_path` and `engine_kwargs`
+    only the vLLM one.
     """
 
     model: ModelSpec
-    accelerator: AcceleratorSpec
-    tp: int
-    max_num_seqs: int
-    gpu_memory_utilization: float
+    deployment: DeploymentPlan
     max_model_len: int
-    reserve_gib: float = 1.5
-    max_num_batched_tokens: int = 8192
     time_scale: float = 1.0
-    stats_window_s: float = 10.0
+    stats_window_s: float = DEFAULT_STATS_WINDOW_S
     model_path: str | None = None
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accelerator(self) -> str:
+        return self.deployment.config.accelerator
 
 
 def create_engine(kind: str, spec: EngineSpec) -> Engine:
     """Build (not start) the engine called `kind` for `spec`."""
+    dp = spec.deployment
     if kind == "emulated":
         from hetserve.engines.emulated import EmulatedEngine
 
-        return EmulatedEngine.for_accelerator(
-            spec.model,
-            spec.accelerator,
-            spec.tp,
-            max_num_seqs=spec.max_num_seqs,
-            gpu_memory_utilization=spec.gpu_memory_utilization,
-            reserve_gib=spec.reserve_gib,
+        return EmulatedEngine(
+            coeffs=dp.coeffs,
+            kv_capacity_tokens=dp.kv_capacity_tokens,
+            max_num_seqs=dp.config.max_num_seqs,
             max_model_len=spec.max_model_len,
-            max_num_batched_tokens=spec.max_num_batched_tokens,
+            max_num_batched_tokens=dp.max_num_batched_tokens,
             time_scale=spec.time_scale,
             stats_window_s=spec.stats_window_s,
+            vocab_size=spec.model.vocab_size,
         )
     if kind == "vllm":
         model_path = spec.model_path or spec.model.hf_path
@@ -87,9 +88,9 @@ def create_engine(kind: str, spec: EngineSpec) -> Engine:
 
         return VLLMEngine(
             model_path=model_path,
-            tp=spec.tp,
-            max_num_seqs=spec.max_num_seqs,
-            gpu_memory_utilization=spec.gpu_memory_utilization,
+            tp=dp.config.tp,
+            max_num_seqs=dp.config.max_num_seqs,
+            gpu_memory_utilization=dp.config.gpu_memory_utilization,
             max_model_len=spec.max_model_len,
             engine_kwargs=dict(spec.engine_kwargs) or None,
         )

@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from hetserve.config import AcceleratorSpec, ModelSpec
 from hetserve.engines.base import (
     Engine,
     EngineDeadError,
@@ -23,7 +22,7 @@ from hetserve.engines.base import (
     TokenChunk,
 )
 from hetserve.engines.batching import ContinuousBatcher, Sequence
-from hetserve.records import InstanceStats, LatencyCoeffs
+from hetserve.records import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_STATS_WINDOW_S, InstanceStats, LatencyCoeffs
 
 __all__ = ["EmulatedEngine", "placeholder_token"]
 
@@ -76,10 +75,10 @@ class EmulatedEngine(Engine):
         kv_capacity_tokens: int,
         max_num_seqs: int,
         max_model_len: int,
-        max_num_batched_tokens: int = 8192,
+        max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
         time_scale: float = 1.0,
         vocab_size: int = 32000,
-        stats_window_s: float = 10.0,
+        stats_window_s: float = DEFAULT_STATS_WINDOW_S,
         max_lag_s: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -108,38 +107,6 @@ class EmulatedEngine(Engine):
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self._dead: BaseException | None = None
-
-    @classmethod
-    def for_accelerator(
-        cls,
-        model: ModelSpec,
-        accelerator: AcceleratorSpec,
-        tp: int,
-        *,
-        max_num_seqs: int,
-        gpu_memory_utilization: float,
-        reserve_gib: float = 1.5,
-        max_model_len: int | None = None,
-        coeffs: LatencyCoeffs | None = None,
-        **kwargs,
-    ) -> EmulatedEngine:
-        """An engine paced like `model` on `tp` devices of `accelerator`: step times from the
-        latency model (measured profile, rescaled profile or roofline), KV capacity from the
-        memory fit."""
-        from hetserve.model import LatencyModel, memory_fit
-
-        max_len = max_model_len or model.max_model_len
-        fit = memory_fit(model, accelerator, tp, gpu_memory_utilization, reserve_gib, max_len)
-        if not fit.feasible:
-            raise EngineError(f"{model.name} on {tp} x {accelerator.name}: {fit.reason}")
-        return cls(
-            coeffs=coeffs or LatencyModel.default().coeffs(model, accelerator, tp),
-            kv_capacity_tokens=fit.kv_capacity_tokens,
-            max_num_seqs=max_num_seqs,
-            max_model_len=max_len,
-            vocab_size=model.vocab_size,
-            **kwargs,
-        )
 
     @property
     def kv_capacity_tokens(self) -> int:

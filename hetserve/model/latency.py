@@ -367,8 +367,10 @@ def _engine_rank(engine: str) -> int:
         return len(ENGINE_PREFERENCE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Resolved:
+    """The coefficients the model answers for one (model, accelerator, TP), and where they came from."""
+
     coeffs: LatencyCoeffs
     source: str  # "profile", "rescaled from <model>", "roofline"
 

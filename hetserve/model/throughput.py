@@ -7,18 +7,9 @@ from dataclasses import dataclass
 
 from hetserve.config import AcceleratorSpec, ModelSpec, SLOSpec
 from hetserve.model.memory import memory_fit
-from hetserve.records import InstancePrediction, LatencyCoeffs
+from hetserve.records import InstancePrediction, LatencyCoeffs, Workload
 
 __all__ = ["Workload", "predict_instance", "steady_state"]
-
-
-@dataclass(frozen=True, slots=True)
-class Workload:
-    """Mean request shape plus the longest request the instance must hold."""
-
-    mean_input_tokens: float
-    mean_output_tokens: float
-    max_request_tokens: int
 
 
 @dataclass(frozen=True, slots=True)

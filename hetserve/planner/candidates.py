@@ -11,9 +11,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from hetserve.cluster import Cluster
-from hetserve.config import SLOSpec
+from hetserve.config import AcceleratorSpec, ModelSpec, SLOSpec
 from hetserve.model import LatencyModel, predict_instance
-from hetserve.records import InstanceConfig, InstancePrediction, Node
+from hetserve.model.latency import Resolved
+from hetserve.records import InstanceConfig, InstancePrediction, Node, Workload
 
 __all__ = [
     "DegreeCheck",
@@ -61,6 +62,7 @@ class DegreeCheck:
     config: InstanceConfig
     prediction: InstancePrediction
     reason: str  # "" when usable
+    latency: Resolved  # the coefficients the prediction was priced with, and their source
 
     @property
     def usable(self) -> bool:
@@ -164,6 +166,33 @@ def _option_key(opt: NodeOption) -> tuple:
     return (-opt.output_tokens_per_s, opt.num_instances, opt.partition)
 
 
+def price_configuration(
+    model: ModelSpec,
+    accel: AcceleratorSpec,
+    config: InstanceConfig,
+    workload: Workload,
+    latency_model: LatencyModel,
+    *,
+    reserve_gib: float,
+    slo: SLOSpec | None = None,
+) -> tuple[InstancePrediction, Resolved]:
+    """What one instance of `config` delivers on `workload`, and the coefficients it was priced
+    with: the one place a configuration's latency and memory fit are worked out."""
+    latency = latency_model.resolve(model, accel, config.tp)
+    pred = predict_instance(
+        model,
+        accel,
+        latency.coeffs,
+        config.tp,
+        config.max_num_seqs,
+        config.gpu_memory_utilization,
+        reserve_gib,
+        workload,
+        slo,
+    )
+    return pred, latency
+
+
 def enumerate_candidates(
     cluster: Cluster,
     latency_model: LatencyModel,
@@ -181,26 +210,18 @@ def enumerate_candidates(
     """
     model = cluster.model
     reserve_gib = cluster.engine.reserve_gib
-    cache: dict[tuple[str, int, int, float], InstancePrediction] = {}
+    cache: dict[tuple[str, int, int, float], tuple[InstancePrediction, Resolved]] = {}
 
-    def predict(key: PoolKey, tp: int) -> InstancePrediction:
+    def predict(key: PoolKey, tp: int) -> tuple[InstancePrediction, Resolved]:
         ck = (key.accelerator, tp, key.max_num_seqs, key.gpu_memory_utilization)
-        pred = cache.get(ck)
-        if pred is None:
+        hit = cache.get(ck)
+        if hit is None:
+            config = InstanceConfig(key.accelerator, tp, key.max_num_seqs, key.gpu_memory_utilization)
             accel = cluster.catalog.accelerator(key.accelerator)
-            pred = predict_instance(
-                model,
-                accel,
-                latency_model.coeffs(model, accel, tp),
-                tp,
-                key.max_num_seqs,
-                key.gpu_memory_utilization,
-                reserve_gib,
-                cluster.workload,
-                slo,
+            hit = cache[ck] = price_configuration(
+                model, accel, config, cluster.workload, latency_model, reserve_gib=reserve_gib, slo=slo
             )
-            cache[ck] = pred
-        return pred
+        return hit
 
     out = []
     for pool in group_pools(cluster.nodes):
@@ -214,14 +235,14 @@ def enumerate_candidates(
         degrees = []
         for tp in considered:
             config = InstanceConfig(key.accelerator, tp, key.max_num_seqs, key.gpu_memory_utilization)
-            pred = predict(key, tp)
+            pred, latency = predict(key, tp)
             if key.tp_degrees and tp not in key.tp_degrees:
                 reason = f"excluded by the node's tp_degrees override {list(key.tp_degrees)}"
             elif not pred.feasible:
                 reason = pred.reason
             else:
                 reason = ""
-            degrees.append(DegreeCheck(tp, config, pred, reason))
+            degrees.append(DegreeCheck(tp, config, pred, reason, latency))
         usable = {d.tp: d.prediction.output_tokens_per_s for d in degrees if d.usable}
         if mixed_partitions:
             shapes = list(partitions(key.count, list(usable)))

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.table import Table
 
 from hetserve.records import Plan
 
-__all__ = ["plan_to_json", "print_plan"]
+__all__ = ["print_plan"]
 
 # Node names shown per deployment row before the table abbreviates (the JSON has them all).
 MAX_NODE_NAMES_SHOWN = 4
-
-
-def plan_to_json(plan: Plan) -> dict[str, Any]:
-    """Every Plan field, plus the totals the dataclass computes, with numbers as plain floats/ints."""
-    data = plan.to_dict()
-    data["output_tokens_per_s"] = plan.output_tokens_per_s
-    data["requests_per_s"] = plan.requests_per_s
-    data["num_accelerators"] = plan.num_accelerators
-    data["num_instances"] = sum(d.num_instances for d in plan.deployments)
-    for d, out in zip(plan.deployments, data["deployments"], strict=True):
-        out["num_instances"] = d.num_instances
-        out["output_tokens_per_s"] = d.output_tokens_per_s
-    return data
 
 
 def _node_summary(names: tuple[str, ...]) -> str:
@@ -59,7 +44,7 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     for d in plan.deployments:
         p = d.prediction
         table.add_row(
-            d.name or d.config.deployment_name,
+            d.name,
             d.config.accelerator,
             str(d.config.tp),
             str(d.num_instances),

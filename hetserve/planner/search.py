@@ -12,7 +12,7 @@ from enum import Enum
 from hetserve.cluster import Cluster
 from hetserve.config import ConfigError
 from hetserve.model import LatencyModel
-from hetserve.planner.candidates import MICRO_USD, NodeOption, PoolCandidates, enumerate_candidates
+from hetserve.planner.candidates import MICRO_USD, DegreeCheck, NodeOption, PoolCandidates, enumerate_candidates
 from hetserve.planner.cover import cheapest_cover
 from hetserve.records import DeploymentPlan, InstanceConfig, Plan, RunnerUp
 
@@ -239,6 +239,7 @@ def _build_plan(
 
     nodes_by_config: dict[InstanceConfig, list[str]] = {}
     preds = {}
+    degrees: dict[InstanceConfig, DegreeCheck] = {}
     for node in cluster.nodes:
         if node.name not in assignment:
             continue
@@ -247,6 +248,7 @@ def _build_plan(
             d = c.degree(tp)
             nodes_by_config.setdefault(d.config, []).append(node.name)
             preds[d.config] = d.prediction
+            degrees[d.config] = d
 
     configs = sorted(
         nodes_by_config,
@@ -264,12 +266,24 @@ def _build_plan(
         name = base
         if base_names.count(base) > 1:
             name = f"{base}-seqs{cfg.max_num_seqs}-mem{round(cfg.gpu_memory_utilization * 100)}"
-        deployments.append(DeploymentPlan(cfg, tuple(nodes_by_config[cfg]), preds[cfg], name))
+        latency = degrees[cfg].latency
+        deployments.append(
+            DeploymentPlan(
+                cfg,
+                tuple(nodes_by_config[cfg]),
+                preds[cfg],
+                name,
+                coeffs=latency.coeffs,
+                coeffs_source=latency.source,
+                max_num_batched_tokens=cluster.engine.max_num_batched_tokens,
+            )
+        )
     return Plan(
         cluster=cluster.name,
         model=cluster.model.name,
         objective=obj.value,
         deployments=tuple(deployments),
+        workload=cluster.workload,
         runners_up=tuple(runners_up),
         infeasible=tuple(idle),
         price_per_hour=price / MICRO_USD,

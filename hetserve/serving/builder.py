@@ -7,6 +7,7 @@ every replica on a node labelled with that type and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ray import serve
@@ -14,22 +15,16 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from hetserve.catalog import ray_resource_name
-from hetserve.cluster import Cluster
-from hetserve.config import AppArgs
+from hetserve.config import AppArgs, ModelSpec
 from hetserve.engines import EngineSpec
 from hetserve.records import DeploymentPlan, Plan
-from hetserve.serving.engine_deployment import InstanceServer, InstanceSpec
+from hetserve.serving.engine_deployment import InstanceServer
 from hetserve.serving.replica_router import REQUEST_ROUTER_PATH
-from hetserve.serving.router import DeploymentInfo, RouterIngress, RouterSpec
+from hetserve.serving.router import RouterIngress, RouterSpec
 
-__all__ = ["ROUTER_DEPLOYMENT", "build_application", "deployment_name", "instance_deployment_options"]
+__all__ = ["ROUTER_DEPLOYMENT", "build_application", "instance_deployment_options"]
 
 ROUTER_DEPLOYMENT = "router"
-
-
-def deployment_name(dp: DeploymentPlan) -> str:
-    """The planner's unique name, or the configuration's (accelerator type and TP)."""
-    return dp.name or dp.config.deployment_name
 
 
 def instance_deployment_options(dp: DeploymentPlan, args: AppArgs) -> dict[str, Any]:
@@ -43,7 +38,7 @@ def instance_deployment_options(dp: DeploymentPlan, args: AppArgs) -> dict[str, 
     resource = ray_resource_name(dp.config.accelerator)
     tp = dp.config.tp
     options: dict[str, Any] = {
-        "name": deployment_name(dp),
+        "name": dp.name,
         "num_replicas": dp.num_instances,
         "max_ongoing_requests": args.max_ongoing_requests,
         "request_router_config": RequestRouterConfig(
@@ -65,7 +60,7 @@ def instance_deployment_options(dp: DeploymentPlan, args: AppArgs) -> dict[str, 
     return options
 
 
-def _plan_view(plan: Plan, args: AppArgs, max_model_len: int) -> dict[str, Any]:
+def _plan_view(plan: Plan, args: AppArgs) -> dict[str, Any]:
     """The read-only plan served at /v1/hetserve/plan."""
     return {
         "cluster": plan.cluster,
@@ -74,14 +69,14 @@ def _plan_view(plan: Plan, args: AppArgs, max_model_len: int) -> dict[str, Any]:
         "policy": args.policy,
         "engine": args.engine,
         "time_scale": args.time_scale if args.engine == "emulated" else None,
-        "max_model_len": max_model_len,
+        "max_model_len": plan.max_model_len,
         "predicted_output_tokens_per_s": plan.output_tokens_per_s,
         "predicted_requests_per_s": plan.requests_per_s,
         "num_accelerators": plan.num_accelerators,
         "price_per_hour": plan.price_per_hour,
         "deployments": [
             {
-                "name": deployment_name(dp),
+                "name": dp.name,
                 "accelerator": dp.config.accelerator,
                 "tp": dp.config.tp,
                 "max_num_seqs": dp.config.max_num_seqs,
@@ -91,6 +86,9 @@ def _plan_view(plan: Plan, args: AppArgs, max_model_len: int) -> dict[str, Any]:
                 "predicted_output_tokens_per_s_per_instance": dp.prediction.output_tokens_per_s,
                 "kv_capacity_tokens": dp.prediction.kv_capacity_tokens,
                 "batch_size": dp.prediction.batch_size,
+                "latency_coeffs": dataclasses.asdict(dp.coeffs),
+                "latency_coeffs_source": dp.coeffs_source,
+                "max_num_batched_tokens": dp.max_num_batched_tokens,
             }
             for dp in plan.deployments
         ],
@@ -102,55 +100,47 @@ def _plan_view(plan: Plan, args: AppArgs, max_model_len: int) -> dict[str, Any]:
     }
 
 
-def build_application(cluster: Cluster, plan: Plan, args: AppArgs) -> Application:
-    """The Serve application for `plan` on `cluster`: instance deployments bound into the router."""
+def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Application:
+    """The Serve application for `plan`: instance deployments bound into the router.
+
+    Every instance fact (configuration, latency coefficients, KV capacity, prediction) is read
+    from the plan's DeploymentPlan records; nothing is re-derived here.
+    """
     if not plan.deployments:
         raise ValueError(f"plan for cluster {plan.cluster!r} has no deployments: nothing to serve")
-    max_model_len = cluster.workload.max_request_tokens
+    if model.name != plan.model:
+        raise ValueError(f"plan is for model {plan.model!r}, not {model.name!r}")
+    names = [dp.name for dp in plan.deployments]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"two planned deployments are both named {dupes[0]!r}")
     instances = {}
-    infos = []
     for dp in plan.deployments:
-        name = deployment_name(dp)
-        if name in instances:
-            raise ValueError(f"two planned deployments are both named {name!r}")
         engine_spec = EngineSpec(
-            model=cluster.model,
-            accelerator=cluster.catalog.accelerator(dp.config.accelerator),
-            tp=dp.config.tp,
-            max_num_seqs=dp.config.max_num_seqs,
-            gpu_memory_utilization=dp.config.gpu_memory_utilization,
-            max_model_len=max_model_len,
-            reserve_gib=cluster.engine.reserve_gib,
-            max_num_batched_tokens=cluster.engine.max_num_batched_tokens,
+            model=model,
+            deployment=dp,
+            max_model_len=plan.max_model_len,
             time_scale=args.time_scale,
             stats_window_s=args.stats_window_s,
             model_path=args.vllm_model_path,
             engine_kwargs=dict(args.vllm_engine_kwargs),
         )
-        spec = InstanceSpec(name, args.engine, engine_spec, dp.prediction.output_tokens_per_s, args.stream_interval_s)
-        instances[name] = serve.deployment(InstanceServer).options(**instance_deployment_options(dp, args)).bind(spec)
-        infos.append(
-            DeploymentInfo(
-                name=name,
-                accelerator=dp.config.accelerator,
-                tp=dp.config.tp,
-                num_instances=dp.num_instances,
-                predicted_tokens_per_s=dp.prediction.output_tokens_per_s,
-                kv_capacity_tokens=dp.prediction.kv_capacity_tokens,
-                max_num_seqs=dp.config.max_num_seqs,
-            )
+        instances[dp.name] = (
+            serve.deployment(InstanceServer)
+            .options(**instance_deployment_options(dp, args))
+            .bind(args.engine, engine_spec, args.stream_interval_s)
         )
     router_spec = RouterSpec(
-        model=cluster.model.name,
-        max_model_len=max_model_len,
-        vocab_size=cluster.model.vocab_size,
+        model=model.name,
+        max_model_len=plan.max_model_len,
+        vocab_size=model.vocab_size,
         policy=args.policy,
-        deployments=tuple(infos),
-        plan_view=_plan_view(plan, args, max_model_len),
+        deployments=plan.deployments,
+        plan_view=_plan_view(plan, args),
         seed=args.seed,
         stats_period_s=args.stats_period_s,
         default_max_tokens=args.default_max_tokens,
-        default_output_tokens=max(1, round(cluster.workload.mean_output_tokens)),
+        default_output_tokens=max(1, round(plan.workload.mean_output_tokens)),
     )
     router = serve.deployment(RouterIngress).options(
         name=ROUTER_DEPLOYMENT,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import ray
@@ -21,18 +21,7 @@ from hetserve.engines.base import GenerateRequest, TokenChunk
 from hetserve.records import InstanceStats
 from hetserve.serving.metrics import InstanceMetrics, InstanceTags
 
-__all__ = ["InstanceServer", "InstanceSpec", "stats_from_routing"]
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceSpec:
-    """What every replica of one instance deployment is built from (pickled by Serve)."""
-
-    deployment: str
-    engine: str  # "emulated" | "vllm"
-    engine_spec: EngineSpec
-    predicted_tokens_per_s: float
-    stream_interval_s: float = 0.05
+__all__ = ["InstanceServer", "stats_from_routing"]
 
 
 def stats_from_routing(routing_stats: dict[str, Any]) -> InstanceStats | None:
@@ -44,15 +33,18 @@ def stats_from_routing(routing_stats: dict[str, Any]) -> InstanceStats | None:
 class InstanceServer:
     """A Serve replica running one engine on the accelerators its deployment reserved."""
 
-    async def __init__(self, spec: InstanceSpec):
+    async def __init__(self, engine: str, spec: EngineSpec, stream_interval_s: float = 0.05):
+        """`engine`: "emulated" or "vllm"; `spec`: the plan's deployment record plus runtime knobs;
+        `stream_interval_s`: see `generate`."""
         self._spec = spec
-        self._engine = create_engine(spec.engine, spec.engine_spec)
+        self._deployment = spec.deployment.name
+        self._predicted_tokens_per_s = spec.deployment.prediction.output_tokens_per_s
+        self._stream_interval_s = stream_interval_s
+        self._engine = create_engine(engine, spec)
         await self._engine.start()
         self.instance_id = serve.get_replica_context().replica_id.unique_id
         self.node_id = ray.get_runtime_context().get_node_id()
-        self._metrics = InstanceMetrics(
-            InstanceTags(spec.deployment, spec.engine_spec.accelerator.name, self.instance_id)
-        )
+        self._metrics = InstanceMetrics(InstanceTags(self._deployment, spec.accelerator, self.instance_id))
         self._report_seq = 0
 
     async def generate(self, request: GenerateRequest, target_instance: str | None = None) -> AsyncIterator[TokenChunk]:
@@ -63,7 +55,7 @@ class InstanceServer:
         both engines merge the tokens produced meanwhile into one chunk, so a fast instance sends
         one message per interval instead of one per token (the first token goes out at once).
         """
-        interval_s = self._spec.stream_interval_s
+        interval_s = self._stream_interval_s
         async for chunk in self._engine.generate(request):
             yield chunk
             if interval_s > 0 and chunk.finish_reason is None:
@@ -71,16 +63,13 @@ class InstanceServer:
 
     def whoami(self, target_instance: str | None = None) -> dict[str, str]:
         """Which replica and node answered (tests and debugging of routing)."""
-        return {"instance_id": self.instance_id, "node_id": self.node_id, "deployment": self._spec.deployment}
-
-    def stats(self, target_instance: str | None = None) -> dict[str, Any]:
-        return {"instance_id": self.instance_id, "stats": asdict(self._engine.stats())}
+        return {"instance_id": self.instance_id, "node_id": self.node_id, "deployment": self._deployment}
 
     def record_routing_stats(self) -> dict[str, Any]:
         """Called by Serve every `request_routing_stats_period_s`; the dict reaches every handle's
         request router with the replica list. `seq` lets the router fold each report in once."""
         stats = self._engine.stats()
-        self._metrics.update(stats, self._spec.predicted_tokens_per_s)
+        self._metrics.update(stats, self._predicted_tokens_per_s)
         self._report_seq += 1
         return {
             "instance_id": self.instance_id,

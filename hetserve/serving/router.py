@@ -25,7 +25,7 @@ from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from hetserve.engines.base import TokenChunk
-from hetserve.records import RequestInfo
+from hetserve.records import DeploymentPlan, RequestInfo
 from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
 from hetserve.serving.engine_deployment import stats_from_routing
 from hetserve.serving.errors import RequestError, from_exception, from_validation_errors
@@ -44,7 +44,7 @@ from hetserve.serving.openai_api import (
 from hetserve.serving.prepare import Prepared, RequestPreparer
 from hetserve.serving.replica_router import TARGET_KWARG
 
-__all__ = ["DeploymentInfo", "RouterIngress", "RouterServer", "RouterSpec", "api"]
+__all__ = ["RouterIngress", "RouterServer", "RouterSpec", "api"]
 
 logger = logging.getLogger("ray.serve")
 
@@ -63,19 +63,6 @@ async def _refused(request: Request, exc: RequestError) -> JSONResponse:
 
 
 @dataclass(frozen=True, slots=True)
-class DeploymentInfo:
-    """One instance deployment as the router needs it: per-instance prediction and KV size."""
-
-    name: str
-    accelerator: str
-    tp: int
-    num_instances: int
-    predicted_tokens_per_s: float  # per instance, output tokens/s (plan)
-    kv_capacity_tokens: int
-    max_num_seqs: int | None = None  # engine batch limit: lets C learn from batch-limited saturation
-
-
-@dataclass(frozen=True, slots=True)
 class RouterSpec:
     """Everything a router replica is built from (pickled by Serve)."""
 
@@ -83,7 +70,7 @@ class RouterSpec:
     max_model_len: int  # longest request (prompt + output) the plan sized KV caches for
     vocab_size: int
     policy: str
-    deployments: tuple[DeploymentInfo, ...]
+    deployments: tuple[DeploymentPlan, ...]  # the plan's records: prediction, KV size, batch limit
     plan_view: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     stats_period_s: float = 1.0
@@ -93,11 +80,11 @@ class RouterSpec:
 
 
 @dataclass(slots=True)
-class _Instance:
+class _KnownReplica:
     """An instance (replica) the router knows, with its latest stats report."""
 
     instance_id: str
-    deployment: DeploymentInfo
+    deployment: DeploymentPlan
     node_id: str | None
     tags: InstanceTags
     last_seq: int = 0
@@ -133,7 +120,7 @@ class RouterServer:
         self._handles = {name: h.options(stream=True) for name, h in instances.items()}
         self._policy = make_policy(spec.policy, seed=spec.seed)
         self._tracker = LoadTracker(default_output_tokens=spec.default_output_tokens)
-        self._instances: dict[str, _Instance] = {}
+        self._instances: dict[str, _KnownReplica] = {}
         self._metrics = RouterMetrics()
         self._created_s = int(time.time())
         self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile_forever())
@@ -159,16 +146,16 @@ class RouterServer:
                     self._tracker.add_instance(
                         snap.instance_id,
                         dep.name,
-                        dep.accelerator,
-                        dep.predicted_tokens_per_s,
+                        dep.config.accelerator,
+                        dep.prediction.output_tokens_per_s,
                         kv,
-                        max_num_seqs=dep.max_num_seqs,
+                        max_num_seqs=dep.config.max_num_seqs,
                     )
-                    inst = _Instance(
+                    inst = _KnownReplica(
                         snap.instance_id,
                         dep,
                         snap.node_id,
-                        InstanceTags(dep.name, dep.accelerator, snap.instance_id),
+                        InstanceTags(dep.name, dep.config.accelerator, snap.instance_id),
                     )
                     self._instances[snap.instance_id] = inst
                 seq = int(snap.routing_stats.get("seq", 0))
@@ -331,11 +318,11 @@ class RouterServer:
                     "instance_id": view.instance_id,
                     "deployment": view.deployment,
                     "accelerator": view.accelerator,
-                    "tp": inst.deployment.tp,
+                    "tp": inst.deployment.config.tp,
                     "node_id": inst.node_id,
                     "healthy": view.healthy,
                     "capacity_tokens_per_s": view.capacity_tokens_per_s,
-                    "predicted_tokens_per_s": inst.deployment.predicted_tokens_per_s,
+                    "predicted_tokens_per_s": inst.deployment.prediction.output_tokens_per_s,
                     "outstanding_tokens": view.outstanding_tokens,
                     "num_outstanding": view.num_outstanding,
                     "num_running": stats.num_running if stats else None,

@@ -3,7 +3,8 @@ virtual time (plain Python, no ray)."""
 
 from hetserve.sim.compare import Comparison, RunSpec, compare_policies, offered_bound, rate_scale_for_load
 from hetserve.sim.fluid import FluidBound, InstanceCapacity, fluid_bound, saturated_capacity
-from hetserve.sim.instances import InstanceSpec, instances_for_cluster, instances_from_plan
+from hetserve.records import PlannedInstance
+from hetserve.sim.instances import instances_from_plan
 from hetserve.sim.report import DEFAULT_SLO, SLO, LatencyStats, PolicyReport, summarize
 from hetserve.sim.simulator import SimConfig, SimResult, Simulator, simulate
 from hetserve.sim.workload import SimRequests, poisson_requests, requests_from_trace
@@ -17,7 +18,7 @@ __all__ = [
     "DEFAULT_SLO",
     "FluidBound",
     "InstanceCapacity",
-    "InstanceSpec",
+    "PlannedInstance",
     "LatencyStats",
     "PolicyReport",
     "SLO",
@@ -26,7 +27,6 @@ __all__ = [
     "SimResult",
     "Simulator",
     "fluid_bound",
-    "instances_for_cluster",
     "instances_from_plan",
     "poisson_requests",
     "requests_from_trace",

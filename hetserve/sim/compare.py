@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from hetserve.scheduling.base import SchedulingPolicy, make_policy
 from hetserve.sim.fluid import FluidBound, fluid_bound, requests_started_in_window
-from hetserve.sim.instances import InstanceSpec
+from hetserve.records import PlannedInstance
 from hetserve.sim.report import DEFAULT_SLO, SLO, PolicyReport, summarize
 from hetserve.sim.simulator import SimConfig, SimResult, Simulator
 from hetserve.sim.workload import SimRequests
@@ -41,7 +41,7 @@ def window_requests(requests: SimRequests, config: SimConfig) -> SimRequests:
 
 
 def offered_bound(
-    instances: Sequence[InstanceSpec], requests: SimRequests, config: SimConfig, num_requests: int | None = None
+    instances: Sequence[PlannedInstance], requests: SimRequests, config: SimConfig, num_requests: int | None = None
 ) -> FluidBound:
     return fluid_bound(instances, window_requests(requests, config), num_requests)
 
@@ -85,7 +85,7 @@ PolicyFactory = Callable[[str, int], SchedulingPolicy]
 
 
 def compare_policies(
-    instances: Sequence[InstanceSpec],
+    instances: Sequence[PlannedInstance],
     requests: SimRequests,
     policies: Sequence[str],
     loads: Sequence[float] | None = None,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hetserve.scheduling.policies import RoundRobinPolicy
-from hetserve.sim.instances import InstanceSpec
+from hetserve.records import PlannedInstance
 from hetserve.sim.simulator import SimConfig, SimResult, Simulator
 from hetserve.sim.workload import SimRequests
 
@@ -60,11 +60,11 @@ class FluidBound:
         return sum(c.total_tokens_per_s for c in self.per_instance.values())
 
 
-def _config_key(spec: InstanceSpec) -> tuple:
+def _config_key(spec: PlannedInstance) -> tuple:
     return (spec.coeffs, spec.kv_capacity_tokens, spec.max_num_seqs, spec.max_num_batched_tokens)
 
 
-def relaxation_fraction(spec: InstanceSpec, requests: SimRequests) -> float:
+def relaxation_fraction(spec: PlannedInstance, requests: SimRequests) -> float:
     """How long a saturation run takes to reach its steady batch mix, as a fraction of the run.
 
     A batch reaches its steady mix once the longest request admitted at the start has left: about
@@ -77,7 +77,7 @@ def relaxation_fraction(spec: InstanceSpec, requests: SimRequests) -> float:
     return float(outs.max()) * spec.max_num_seqs / (len(requests) * float(outs.mean()))
 
 
-def saturated_capacity(spec: InstanceSpec, requests: SimRequests, num_requests: int | None = None) -> InstanceCapacity:
+def saturated_capacity(spec: PlannedInstance, requests: SimRequests, num_requests: int | None = None) -> InstanceCapacity:
     """Saturate `spec` alone with `requests` (or an even sample of `num_requests`), all waiting at
     t=0, repeated until the batch mix settles within the first third of the run (see
     `relaxation_fraction`); measured from the later of 10% of the run and the settling time."""
@@ -116,7 +116,7 @@ def saturated_capacity(spec: InstanceSpec, requests: SimRequests, num_requests: 
 
 
 def fluid_bound(
-    instances: Sequence[InstanceSpec], requests: SimRequests, num_requests: int | None = None
+    instances: Sequence[PlannedInstance], requests: SimRequests, num_requests: int | None = None
 ) -> FluidBound:
     """Sum of the instances' saturated throughputs; each distinct configuration is run once."""
     cache: dict[tuple, InstanceCapacity] = {}

@@ -1,80 +1,20 @@
-"""Simulated instances: one per planned replica, priced by the latency model. Plain Python, no ray."""
+"""Simulated instances: one per planned replica, read from the plan. Plain Python, no ray.
+
+The plan already carries each instance's latency coefficients and KV capacity (the planner priced
+it with them), so nothing here recomputes them: the simulator, the emulated engine and the router
+all see the same numbers.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from hetserve.records import Plan, PlannedInstance
 
-from hetserve.cluster import Cluster
-from hetserve.model import LatencyModel, memory_fit
-from hetserve.planner import search_plan
-from hetserve.records import LatencyCoeffs, Plan
-
-__all__ = ["InstanceSpec", "instances_for_cluster", "instances_from_plan"]
+__all__ = ["instances_from_plan"]
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceSpec:
-    """Everything the simulator needs to run one instance and the router needs to seed it."""
-
-    instance_id: str
-    deployment: str
-    accelerator: str
-    coeffs: LatencyCoeffs
-    kv_capacity_tokens: int
-    max_num_seqs: int
-    predicted_tokens_per_s: float
-    max_num_batched_tokens: int = 8192
-    tp: int = 1
-
-
-def instances_from_plan(plan: Plan, cluster: Cluster, latency_model: LatencyModel | None = None) -> list[InstanceSpec]:
-    """One InstanceSpec per replica of every deployment, ids `<deployment>/<node>/<k>`.
-
-    Step times come from `latency_model.coeffs(model, accel, tp)` (default: the shipped profiles)
-    and the KV capacity from `memory_fit` with the cluster's engine settings, the same sources the
-    planner priced the plan with.
-    """
-    lm = latency_model or LatencyModel.default()
-    model = cluster.model
-    out: list[InstanceSpec] = []
-    for dep in plan.deployments:
-        cfg = dep.config
-        accel = cluster.catalog.accelerator(cfg.accelerator)
-        fit = memory_fit(
-            model,
-            accel,
-            cfg.tp,
-            cfg.gpu_memory_utilization,
-            cluster.engine.reserve_gib,
-            cluster.workload.max_request_tokens,
-        )
-        if not fit.feasible:
-            raise ValueError(f"deployment {dep.name or cfg.deployment_name}: {fit.reason}")
-        coeffs = lm.coeffs(model, accel, cfg.tp)
-        name = dep.name or cfg.deployment_name
-        seen: dict[str, int] = {}
-        for node in dep.node_names:
-            k = seen.get(node, 0)
-            seen[node] = k + 1
-            out.append(
-                InstanceSpec(
-                    instance_id=f"{name}/{node}/{k}",
-                    deployment=name,
-                    accelerator=cfg.accelerator,
-                    coeffs=coeffs,
-                    kv_capacity_tokens=fit.kv_capacity_tokens,
-                    max_num_seqs=cfg.max_num_seqs,
-                    predicted_tokens_per_s=dep.prediction.output_tokens_per_s,
-                    max_num_batched_tokens=cluster.engine.max_num_batched_tokens,
-                    tp=cfg.tp,
-                )
-            )
+def instances_from_plan(plan: Plan) -> list[PlannedInstance]:
+    """One PlannedInstance per replica of every deployment, ids `<deployment>/<node>/<k>`."""
+    out = list(plan.instances())
     if not out:
         raise ValueError(f"plan for {plan.cluster} has no instances")
     return out
-
-
-def instances_for_cluster(cluster: Cluster, latency_model: LatencyModel | None = None) -> list[InstanceSpec]:
-    """Plan the cluster (throughput objective) and return its instances."""
-    lm = latency_model or LatencyModel.default()
-    return instances_from_plan(search_plan(cluster, latency_model=lm), cluster, lm)

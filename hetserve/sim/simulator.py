@@ -22,7 +22,7 @@ from hetserve.records import InstanceStats, RequestInfo
 from hetserve.scheduling.base import NoInstanceError, SchedulingPolicy
 from hetserve.scheduling.load import LoadTracker
 from hetserve.sim.events import ARRIVAL_PRIORITY, Marker, StepEnd, Tick
-from hetserve.sim.instances import InstanceSpec
+from hetserve.records import PlannedInstance
 from hetserve.sim.workload import SimRequests
 
 __all__ = ["SimConfig", "SimResult", "Simulator", "simulate"]
@@ -68,7 +68,7 @@ class SimResult:
 
     policy: str
     requests: SimRequests
-    instances: list[InstanceSpec]
+    instances: list[PlannedInstance]
     window_s: tuple[float, float]
     instance_of: np.ndarray  # per request: index into `instances`, -1 if no instance could take it
     first_token_s: np.ndarray  # NaN where none
@@ -105,7 +105,7 @@ class _Instance:
         "snap",
     )
 
-    def __init__(self, spec: InstanceSpec):
+    def __init__(self, spec: PlannedInstance):
         self.spec = spec
         self.batcher = ContinuousBatcher(
             spec.coeffs, spec.kv_capacity_tokens, spec.max_num_seqs, spec.max_num_batched_tokens
@@ -142,7 +142,7 @@ class Simulator:
 
     def __init__(
         self,
-        instances: Sequence[InstanceSpec],
+        instances: Sequence[PlannedInstance],
         policy: SchedulingPolicy,
         requests: SimRequests,
         config: SimConfig | None = None,
@@ -383,7 +383,7 @@ class Simulator:
 
 
 def simulate(
-    instances: Sequence[InstanceSpec],
+    instances: Sequence[PlannedInstance],
     policy: SchedulingPolicy,
     requests: SimRequests,
     config: SimConfig | None = None,

@@ -11,10 +11,12 @@ import time
 import pytest
 
 from hetserve.catalog import default_catalog
+from hetserve.config import ConfigError
 from hetserve.engines import EngineSpec, create_engine
 from hetserve.engines.base import EngineDeadError, EngineError, GenerateRequest, RequestTooLongError
 from hetserve.engines.emulated import EmulatedEngine
 from hetserve.model import LatencyModel, Workload, predict_instance
+from hetserve.planner.single import plan_single_configuration
 from hetserve.records import LatencyCoeffs
 
 # A 10 ms decode step whatever the batch, no prefill cost: throughput = batch / 10 ms exactly.
@@ -111,7 +113,13 @@ def test_saturated_throughput_matches_the_throughput_model():
         accel = catalog.accelerator(accel_name)
         engine = create_engine(
             "emulated",
-            EngineSpec(model, accel, 1, num_seqs, 0.9, 4096, time_scale=time_scale, stats_window_s=4 * request_s),
+            EngineSpec(
+                model,
+                plan_single_configuration(model, accel, workload, max_num_seqs=num_seqs).deployments[0],
+                4096,
+                time_scale=time_scale,
+                stats_window_s=4 * request_s,
+            ),
         )
         await engine.start()
         stop = asyncio.Event()
@@ -237,12 +245,14 @@ def test_dead_engine_refuses_work_and_reports_unhealthy():
 def test_engine_factory_by_name():
     """Unknown names list the known ones; vllm without local weights is refused before importing vllm."""
     catalog = default_catalog()
-    spec = EngineSpec(catalog.model("llama-3.1-8b"), catalog.accelerator("L4"), 1, 8, 0.9, 4096)
+    model = catalog.model("llama-3.1-8b")
+    wl = Workload(mean_input_tokens=128, mean_output_tokens=32, max_request_tokens=4096)
+    plan = plan_single_configuration(model, catalog.accelerator("L4"), wl, max_num_seqs=8)
+    spec = EngineSpec(model, plan.deployments[0], 4096)
     assert isinstance(create_engine("emulated", spec), EmulatedEngine)
     with pytest.raises(ValueError, match="known: emulated, vllm"):
         create_engine("tensorrt", spec)
     with pytest.raises(EngineError, match="needs local weights"):
         create_engine("vllm", spec)
-    too_big = EngineSpec(catalog.model("llama-3.1-70b"), catalog.accelerator("L4"), 1, 8, 0.9, 4096)
-    with pytest.raises(EngineError, match="weights need"):
-        create_engine("emulated", too_big)
+    with pytest.raises(ConfigError, match="weights need"):
+        plan_single_configuration(catalog.model("llama-3.1-70b"), catalog.accelerator("L4"), wl, max_num_seqs=8)

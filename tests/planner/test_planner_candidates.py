@@ -31,9 +31,9 @@ class CountingLatencyModel:
         self.inner = LatencyModel.default()
         self.calls: list[tuple[str, int]] = []
 
-    def coeffs(self, model, accel, tp):
+    def resolve(self, model, accel, tp):
         self.calls.append((accel.name, tp))
-        return self.inner.coeffs(model, accel, tp)
+        return self.inner.resolve(model, accel, tp)
 
 
 def test_partitions_of_eight() -> None:

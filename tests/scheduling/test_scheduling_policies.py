@@ -171,9 +171,9 @@ sys.modules['vllm'] = None
 import hetserve.scheduling, hetserve.scheduling.policies, hetserve.scheduling.load
 import hetserve.sim, hetserve.engines.batching, hetserve.model
 from hetserve.scheduling import make_policy, policy_names
-from hetserve.sim import InstanceSpec, poisson_requests, simulate
+from hetserve.sim import PlannedInstance, poisson_requests, simulate
 from hetserve.records import LatencyCoeffs
-specs = [InstanceSpec('a', 'd', 'x', LatencyCoeffs(1e-4, 1e-3, 1e-4, 1e-8, 1e-2), 50_000, 16, 500.0)]
+specs = [PlannedInstance('a', 'd', 'x', LatencyCoeffs(1e-4, 1e-3, 1e-4, 1e-8, 1e-2), 50_000, 16, 500.0)]
 reqs = poisson_requests(5.0, 50, 100, 20, 2048, seed=0)
 for name in policy_names():
     simulate(specs, make_policy(name), reqs)

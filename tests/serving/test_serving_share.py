@@ -82,7 +82,7 @@ def test_token_shares_follow_capacity_with_hetero_and_not_with_round_robin(serve
     results = {}
     for policy in ("hetero", "round_robin"):
         args = load_app_args({"policy": policy, "time_scale": 1.0, "stats_period_s": 0.5, "router_replicas": 1})
-        with deployed(build_application(cluster, plan, args), f"share-{policy}", None, needs) as handle:
+        with deployed(build_application(cluster.model, plan, args), f"share-{policy}", None, needs) as handle:
             results[policy] = asyncio.run(_measure(handle))
 
     (hetero, hetero_rate), (rr, rr_rate) = results["hetero"], results["round_robin"]

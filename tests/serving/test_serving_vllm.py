@@ -66,7 +66,7 @@ def vllm_app(serve_url, tiny_model, tmp_path_factory):
             "stats_period_s": 0.5,
         }
     )
-    with deployed(build_application(cluster, plan, args), APP, PREFIX, needs):
+    with deployed(build_application(cluster.model, plan, args), APP, PREFIX, needs):
         yield f"{serve_url}{PREFIX}"
 
 

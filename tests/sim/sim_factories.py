@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hetserve.records import LatencyCoeffs
-from hetserve.sim import InstanceSpec, SimRequests, poisson_requests
+from hetserve.sim import PlannedInstance, SimRequests, poisson_requests
 from hetserve.sim.fluid import saturated_capacity
 
 # A fast instance's step-time coefficients (seconds); slower instances scale every term.
@@ -28,12 +28,12 @@ def make_instances(
     max_num_seqs: int = 32,
     predicted: list[float] | None = None,
     requests: SimRequests | None = None,
-) -> list[InstanceSpec]:
+) -> list[PlannedInstance]:
     """One instance per slowdown factor (1 = FAST). Seeds C with `predicted`, else with each
     instance's measured saturated rate on `requests` (what a perfect plan would predict)."""
     specs = []
     for k, slow in enumerate(slowdowns):
-        spec = InstanceSpec(
+        spec = PlannedInstance(
             f"i{k:02d}",
             f"dep-x{slow:g}",
             f"fake-x{slow:g}",
@@ -44,7 +44,7 @@ def make_instances(
         )
         if predicted is None:
             cap = saturated_capacity(spec, requests or make_requests(1.0, 600), num_requests=600)
-            spec = InstanceSpec(
+            spec = PlannedInstance(
                 spec.instance_id,
                 spec.deployment,
                 spec.accelerator,

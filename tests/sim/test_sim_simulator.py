@@ -9,11 +9,11 @@ from sim_factories import FAST, make_instances, make_requests, scaled
 
 from hetserve.records import LatencyCoeffs
 from hetserve.scheduling import make_policy
-from hetserve.sim import InstanceSpec, SimConfig, SimRequests, Simulator, simulate, summarize
+from hetserve.sim import PlannedInstance, SimConfig, SimRequests, Simulator, simulate, summarize
 
 
-def one_instance(coeffs: LatencyCoeffs = FAST, kv: int = 50_000, max_num_seqs: int = 8) -> list[InstanceSpec]:
-    return [InstanceSpec("only", "dep", "fake", coeffs, kv, max_num_seqs, 500.0)]
+def one_instance(coeffs: LatencyCoeffs = FAST, kv: int = 50_000, max_num_seqs: int = 8) -> list[PlannedInstance]:
+    return [PlannedInstance("only", "dep", "fake", coeffs, kv, max_num_seqs, 500.0)]
 
 
 def stream(arrivals, prompts, outputs) -> SimRequests:

@@ -8,7 +8,7 @@ import pytest
 from sim_factories import FAST, MAX_MODEL_LEN, make_requests
 
 from hetserve.model.throughput import Workload, steady_state
-from hetserve.sim import InstanceSpec, poisson_requests, requests_from_trace, saturated_capacity
+from hetserve.sim import PlannedInstance, poisson_requests, requests_from_trace, saturated_capacity
 from hetserve.traces import Trace
 
 
@@ -58,7 +58,7 @@ def test_saturated_instance_matches_the_steady_state_throughput_model():
     """Fixed-length requests saturating one batch-limited instance: the simulated rate agrees with
     the model's X = B / (l_out * T_d(B, B*(l_in + l_out/2)) + B * T_p(l_in)) within 5%."""
     reqs = make_requests(1.0, 1500, mean_prompt_tokens=600, mean_output_tokens=150, lengths="fixed")
-    spec = InstanceSpec(
+    spec = PlannedInstance(
         "one",
         "d",
         "fake",
