@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-import yaml
 from pydantic import ValidationError
 
 from hetserve.config import AcceleratorSpec, ConfigError, ModelSpec, format_validation_error
+from hetserve.strict_yaml import parse_strict_yaml
 
 __all__ = ["Catalog", "default_catalog", "ray_resource_name"]
 
@@ -40,7 +40,6 @@ class Catalog:
 
     accelerators: Mapping[str, AcceleratorSpec]
     models: Mapping[str, ModelSpec]
-    _notes: tuple[str, ...] = field(default=())
 
     def accelerator(self, name: str) -> AcceleratorSpec:
         try:
@@ -76,7 +75,7 @@ def _validated(items: list, model: type, source: str) -> dict:
         try:
             spec = model.model_validate(item)
         except ValidationError as err:
-            raise ConfigError(format_validation_error(err, f"{source}[{i}]")) from None
+            raise ConfigError(format_validation_error(err, f"{source}: [{i}]")) from None
         out[spec.name] = spec
     return out
 
@@ -84,7 +83,7 @@ def _validated(items: list, model: type, source: str) -> dict:
 @lru_cache(maxsize=1)
 def default_catalog() -> Catalog:
     """The shipped catalog, with fitted efficiency factors applied where data exists."""
-    acc_raw = yaml.safe_load(_read_data("accelerators.yaml"))["accelerators"]
+    acc_raw = parse_strict_yaml(_read_data("accelerators.yaml"), "accelerators.yaml").data["accelerators"]
     try:
         eff = json.loads(_read_data("efficiency.json"))
     except FileNotFoundError:
@@ -95,5 +94,6 @@ def default_catalog() -> Catalog:
             if key in fitted:
                 entry[key] = fitted[key]
     accelerators = _validated(acc_raw, AcceleratorSpec, "accelerators.yaml")
-    models = _validated(yaml.safe_load(_read_data("models.yaml"))["models"], ModelSpec, "models.yaml")
+    models_raw = parse_strict_yaml(_read_data("models.yaml"), "models.yaml").data["models"]
+    models = _validated(models_raw, ModelSpec, "models.yaml")
     return Catalog(accelerators, models)

@@ -11,10 +11,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hetserve.errors import ConfigError
 from hetserve.scheduling.base import policy_names
+from hetserve.strict_yaml import LoadedYaml, field_path, load_strict_yaml
 
 DType = Literal["float32", "bfloat16", "float16", "fp8", "int8", "int4"]
 DTYPE_BYTES: dict[str, float] = {
@@ -28,13 +29,11 @@ DTYPE_BYTES: dict[str, float] = {
 
 
 class _Edge(BaseModel):
-    """Base of every edge model: unknown keys are errors, so a typo never passes silently."""
+    """Base of every edge model: unknown keys are errors, so a typo never passes silently, and
+    values are taken strictly (no "8" for 8, no true for 1, no 2.5 for an int): a file's value
+    is used as written or refused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ConfigError(ValueError):
-    """A configuration file or argument was refused; the message names file, field path and value."""
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class AcceleratorSpec(_Edge):
@@ -173,13 +172,6 @@ class NodeSpec(_Edge):
     overrides: NodeOverrides = Field(default_factory=NodeOverrides, description="Per-node overrides.")
 
 
-class ModelRef(_Edge):
-    """Either a catalog model name or an inline spec."""
-
-    name: str | None = Field(default=None, description="Catalog model name.")
-    spec: ModelSpec | None = Field(default=None, description="Inline model spec.")
-
-
 class ClusterSpec(_Edge):
     """A heterogeneous cluster and what it should serve: the input of planner and app builder."""
 
@@ -203,49 +195,59 @@ class ClusterSpec(_Edge):
         return self
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: `source: field.path: message (got value)`; no traceback."""
+def _error_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """The field path of a pydantic error without the union-member tags pydantic inserts
+    (`model.str`, `model.ModelSpec.num_layers` -> `model`, `model.num_layers`)."""
+    return tuple(p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or p[:1].isupper())))
+
+
+_UNION_TAGS = {"str", "int", "float", "bool", "list[int]", "dict[str,any]"}
+
+
+def format_validation_error(err: ValidationError, source: str, yaml_doc: LoadedYaml | None = None) -> str:
+    """One line per problem: `source: line N: field.path: message (got value)`; no traceback.
+
+    Field paths are written as everywhere else (`nodes[2].count`, see strict_yaml.field_path);
+    the line is given when the data came from a YAML file.
+    """
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = _error_loc(tuple(e["loc"]))
         value = e.get("input")
         shown = repr(value)
         if len(shown) > 80:
             shown = shown[:77] + "..."
-        lines.append(f"{source}: {loc}: {e['msg']} (got {shown})")
-    return "\n".join(lines)
+        line = yaml_doc.line_of(loc) if yaml_doc is not None else None
+        where = f"line {line}: " if line is not None else ""
+        lines.append(f"{source}: {where}{field_path(loc)}: {e['msg']} (got {shown})")
+    return "\n".join(dict.fromkeys(lines))
 
 
 def load_yaml(path: str | Path) -> object:
-    """Read YAML, turning I/O and syntax problems into ConfigError naming the file."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    """Read YAML strictly (see strict_yaml.py), refusals as ConfigError naming the file and line."""
+    return load_strict_yaml(path).data
 
 
 def load_cluster_spec(path: str | Path) -> ClusterSpec:
-    """Load and validate a cluster YAML; every refusal names the file, field path and value."""
-    data = load_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    """Load and validate a cluster YAML; every refusal names the file, line, field path and value."""
+    doc = load_strict_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(doc.data).__name__}")
     try:
-        return ClusterSpec.model_validate(data)
+        return ClusterSpec.model_validate(doc.data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, str(path))) from None
+        raise ConfigError(format_validation_error(err, str(path), doc)) from None
 
 
 class AppArgs(_Edge):
     """Arguments of `serve run hetserve.app:build key=value ...` and of a Serve config's `args:`.
 
     With none given, the app serves the packaged laptop cluster (data/laptop.yaml) on emulated
-    engines with the heterogeneity-aware policy.
+    engines with the heterogeneity-aware policy. Not strict, unlike the file models: `serve run`
+    passes every value as a string, so "0.5" must become 0.5 here.
     """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
     cluster: str | None = Field(
         default=None, description="Cluster YAML path; default: the packaged laptop config (data/laptop.yaml)."

@@ -33,10 +33,14 @@ def mutated(change: Callable[[dict], None]) -> dict:
 
 # (case id, config as a mapping or raw text, fragment the message must contain)
 CASES: list[tuple[str, dict | str, str]] = [
-    ("unknown key", mutated(lambda d: d["nodes"][0].update(colour="red")), "nodes.0.colour: Extra inputs"),
+    ("unknown key", mutated(lambda d: d["nodes"][0].update(colour="red")), "line 7: nodes[0].colour: Extra inputs"),
     ("unknown top-level key", mutated(lambda d: d.update(replicas=3)), "replicas: Extra inputs"),
-    ("wrong type", mutated(lambda d: d["nodes"][1].update(count="two")), "nodes.1.count"),
-    ("negative count", mutated(lambda d: d["nodes"][1].update(count=-2)), "nodes.1.count: Input should be greater"),
+    (
+        "wrong type",
+        mutated(lambda d: d["nodes"][1].update(count="two")),
+        "nodes[1].count: Input should be a valid integer",
+    ),
+    ("negative count", mutated(lambda d: d["nodes"][1].update(count=-2)), "nodes[1].count: Input should be greater"),
     (
         "unknown accelerator",
         mutated(lambda d: d["nodes"][1].update(accelerator="GTX-1080")),
@@ -72,7 +76,7 @@ CASES: list[tuple[str, dict | str, str]] = [
     (
         "node override above 1",
         mutated(lambda d: d["nodes"][0].update(overrides={"gpu_memory_utilization": 2})),
-        "nodes.0.overrides.gpu_memory_utilization",
+        "nodes[0].overrides.gpu_memory_utilization",
     ),
     (
         "request longer than the model",
@@ -83,6 +87,46 @@ CASES: list[tuple[str, dict | str, str]] = [
     ("missing model", mutated(lambda d: d.pop("model")), "model: Field required"),
     ("top level not a mapping", "- just\n- a list\n", "expected a mapping at the top level"),
     ("bad YAML syntax", "name: bad\nnodes: [unclosed\n", "not valid YAML"),
+    # Strict reading: nothing is coerced to another type or meaning, and nothing is silently lost.
+    ("count as a quoted string", mutated(lambda d: d["nodes"][1].update(count="2")), "nodes[1].count: Input should be"),
+    ("count as a float", mutated(lambda d: d["nodes"][1].update(count=2.0)), "nodes[1].count: Input should be a valid"),
+    ("count as a bool", mutated(lambda d: d["nodes"][1].update(count=True)), "nodes[1].count: Input should be a valid"),
+    ("name as a number", mutated(lambda d: d.update(name=7)), "name: Input should be a valid string"),
+    (
+        "duplicate key",
+        "name: bad\nmodel: llama-3.1-8b\nmodel: llama-3.1-70b\n",
+        "line 3: key 'model' appears twice in one mapping (first at line 2)",
+    ),
+    (
+        "YAML 1.1 boolean word",
+        "name: bad\nmodel: llama-3.1-8b\nworkload: {mean_input_tokens: 8, mean_output_tokens: 8}\n"
+        "nodes: [{name: a, accelerator: L4, count: 1, overrides: {tp_degrees: [1]}}]\nengine: {max_num_seqs: yes}\n",
+        "line 5: engine.max_num_seqs: Input should be a valid integer (got 'yes')",
+    ),
+    (
+        "leading-zero integer (YAML 1.1 octal)",
+        "name: bad\nmodel: llama-3.1-8b\nworkload: {mean_input_tokens: 8, mean_output_tokens: 8}\n"
+        "nodes: [{name: a, accelerator: L4, count: 010}]\n",
+        "line 4: nodes[0].count: Input should be a valid integer (got '010')",
+    ),
+    (
+        "sexagesimal integer",
+        "name: bad\nmodel: llama-3.1-8b\nworkload: {mean_input_tokens: 8, mean_output_tokens: 8}\n"
+        "nodes: [{name: a, accelerator: L4, count: 1:30}]\n",
+        "nodes[0].count: Input should be a valid integer (got '1:30')",
+    ),
+    (
+        "underscored integer",
+        "name: bad\nmodel: llama-3.1-8b\nworkload: {mean_input_tokens: 1_000, mean_output_tokens: 8}\n"
+        "nodes: [{name: a, accelerator: L4, count: 1}]\n",
+        "line 3: workload.mean_input_tokens: Input should be a valid number (got '1_000')",
+    ),
+    (
+        "date-like name stays text, non-string key refused",
+        "name: 2024-01-01\n1: x\n",
+        "line 2: key 1 is a int; keys must be strings",
+    ),
+    ("overflowing float", "name: bad\nslo: {ttft_ms: 1e999}\n", "line 2: '1e999' is too large for a float"),
 ]
 
 

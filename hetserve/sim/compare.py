@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from hetserve.records import PlannedInstance
 from hetserve.scheduling.base import SchedulingPolicy, make_policy
 from hetserve.sim.fluid import FluidBound, fluid_bound, requests_started_in_window
-from hetserve.records import PlannedInstance
 from hetserve.sim.report import DEFAULT_SLO, SLO, PolicyReport, summarize
 from hetserve.sim.simulator import SimConfig, SimResult, Simulator
 from hetserve.sim.workload import SimRequests

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hetserve.scheduling.policies import RoundRobinPolicy
 from hetserve.records import PlannedInstance
+from hetserve.scheduling.policies import RoundRobinPolicy
 from hetserve.sim.simulator import SimConfig, SimResult, Simulator
 from hetserve.sim.workload import SimRequests
 
@@ -77,7 +77,9 @@ def relaxation_fraction(spec: PlannedInstance, requests: SimRequests) -> float:
     return float(outs.max()) * spec.max_num_seqs / (len(requests) * float(outs.mean()))
 
 
-def saturated_capacity(spec: PlannedInstance, requests: SimRequests, num_requests: int | None = None) -> InstanceCapacity:
+def saturated_capacity(
+    spec: PlannedInstance, requests: SimRequests, num_requests: int | None = None
+) -> InstanceCapacity:
     """Saturate `spec` alone with `requests` (or an even sample of `num_requests`), all waiting at
     t=0, repeated until the batch mix settles within the first third of the run (see
     `relaxation_fraction`); measured from the later of 10% of the run and the settling time."""

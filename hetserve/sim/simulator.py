@@ -18,11 +18,10 @@ import numpy as np
 
 from hetserve.engines.batching import ContinuousBatcher, StepPlan
 from hetserve.engines.batching import Sequence as Seq
-from hetserve.records import InstanceStats, RequestInfo
+from hetserve.records import InstanceStats, PlannedInstance, RequestInfo
 from hetserve.scheduling.base import NoInstanceError, SchedulingPolicy
 from hetserve.scheduling.load import LoadTracker
 from hetserve.sim.events import ARRIVAL_PRIORITY, Marker, StepEnd, Tick
-from hetserve.records import PlannedInstance
 from hetserve.sim.workload import SimRequests
 
 __all__ = ["SimConfig", "SimResult", "Simulator", "simulate"]
