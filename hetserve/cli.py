@@ -1,7 +1,9 @@
 """`hetserve` command line: thin shells over library calls, one module per subcommand.
 
 Each module in hetserve/commands/ exposes `register(subparsers)` which adds its parser and sets
-`func(args) -> int`. Bad input prints the field path and exits 2, never a traceback.
+`func(args) -> int`. Bad input (ConfigError) prints the field path and exits 2; a runtime failure
+(RuntimeFailure: a process did not start, a cluster is still running) prints what failed and
+exits 1; neither prints a traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from hetserve.config import ConfigError
+from hetserve.errors import ConfigError, RuntimeFailure
 
 # Subcommand modules, in the order `--help` lists them.
 COMMANDS = ("plan", "simulate", "cluster")
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hetserve {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeFailure as exc:
+        print(f"hetserve {args.command}: failed: {exc}", file=sys.stderr)
+        return 1
 
 
 def entrypoint() -> None:

@@ -71,8 +71,7 @@ def _azure(path: Path) -> Trace:
             times.append(datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}").timestamp())
             ins.append(int(row["ContextTokens"]))
             outs.append(int(row["GeneratedTokens"]))
-    t = np.asarray(times, dtype=float)
-    return Trace(path.stem, t - t[0], np.asarray(ins, dtype=np.int64), np.asarray(outs, dtype=np.int64))
+    return _trace(path.stem, times, ins, outs)
 
 
 def _mooncake(path: Path) -> Trace:
@@ -84,8 +83,13 @@ def _mooncake(path: Path) -> Trace:
                 times.append(rec["timestamp"] / 1000.0)
                 ins.append(int(rec["input_length"]))
                 outs.append(int(rec["output_length"]))
+    return _trace(path.stem, times, ins, outs)
+
+
+def _trace(name: str, times: list[float], ins: list[int], outs: list[int]) -> Trace:
+    """Arrivals relative to the first request (an empty file gives an empty trace, refused by load_trace)."""
     t = np.asarray(times, dtype=float)
-    return Trace(path.stem, t - t[0], np.asarray(ins, dtype=np.int64), np.asarray(outs, dtype=np.int64))
+    return Trace(name, t - t[0] if len(t) else t, np.asarray(ins, dtype=np.int64), np.asarray(outs, dtype=np.int64))
 
 
 def load_trace(path: str | Path) -> Trace:

@@ -170,3 +170,14 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["plan", str(path)]) == 2
     err = capsys.readouterr().err
     assert "absent.yaml: cannot read" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("suffix, text", [(".csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"), (".jsonl", "\n")])
+def test_empty_trace_file_is_refused_by_name(tmp_path: Path, suffix: str, text: str) -> None:
+    """A trace with a header and no rows (or blank lines only) is bad input, not an IndexError."""
+    from hetserve.traces import load_trace
+
+    path = tmp_path / f"empty{suffix}"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty\.(csv|jsonl): no requests"):
+        load_trace(path)

@@ -15,6 +15,7 @@ from hetserve.catalog import ray_resource_name
 from hetserve.cli import main
 from hetserve.cluster import load_cluster
 from hetserve.config import ConfigError
+from hetserve.errors import RuntimeFailure
 from hetserve.localcluster import (
     LocalCluster,
     LocalNode,
@@ -158,8 +159,10 @@ def test_refuses_to_start_over_a_recorded_cluster_that_still_runs(tmp_path):
     try:
         state = tmp_path / "local_cluster.json"
         _record(state, _node("head", leader.pid, _start_ticks(leader.pid)))
-        with pytest.raises(ConfigError, match="still running"):
+        with pytest.raises(RuntimeFailure, match="still running"):
             start_local_cluster(LAPTOP, state_dir=tmp_path)
+        # The CLI reports it as a runtime failure (exit 1), not as bad input (exit 2).
+        assert main(["cluster", "up", str(LAPTOP), "--state-file", str(state)]) == 1
         assert leader.poll() is None
         assert load_local_cluster(state).head.pid == leader.pid
     finally:

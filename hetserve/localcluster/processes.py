@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hetserve.config import ConfigError
+from hetserve.errors import RuntimeFailure
 
 if TYPE_CHECKING:
     from hetserve.localcluster.state import LocalNode
@@ -34,7 +34,7 @@ def _ray_executable() -> str:
         return str(candidate)
     found = shutil.which("ray")
     if found is None:
-        raise ConfigError(f"no `ray` executable next to {sys.executable} or on PATH; install ray[serve]")
+        raise RuntimeFailure(f"no `ray` executable next to {sys.executable} or on PATH; install ray[serve]")
     return found
 
 

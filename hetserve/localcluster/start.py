@@ -14,6 +14,7 @@ from pathlib import Path
 from hetserve.catalog import ray_resource_name
 from hetserve.cluster import Cluster, load_cluster
 from hetserve.config import ConfigError
+from hetserve.errors import RuntimeFailure
 from hetserve.localcluster.processes import (
     _child_env,
     _node_id,
@@ -83,9 +84,10 @@ def start_local_cluster(
             MAX_TEMP_DIR_CHARS long (unix socket paths are capped).
 
     Raises:
-        ConfigError: too many nodes, a recorded cluster is still running, bad names, or a node
-            failed to start (everything started so far is stopped first; the message carries the
-            tail of that node's log).
+        ConfigError: bad input: too many nodes, bad names, a too-long temp dir.
+        RuntimeFailure: a recorded cluster is still running, or a node failed to start
+            (everything started so far is stopped first; the message carries the tail of that
+            node's log).
     """
     t0 = time.monotonic()
     resolved = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
@@ -103,7 +105,7 @@ def start_local_cluster(
         state_file = state_root / "local_cluster.json"
     previous = load_local_cluster(state_file)
     if previous is not None and previous.is_alive():
-        raise ConfigError(
+        raise RuntimeFailure(
             f"a local cluster recorded in {state_file} is still running (address {previous.address}); "
             "run `hetserve cluster down` first"
         )
@@ -259,13 +261,13 @@ def _wait_started(node: LocalNode, proc: subprocess.Popen, deadline: float) -> N
     try:
         code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        raise ConfigError(
+        raise RuntimeFailure(
             f"local node {node.name!r} did not start in time; log {node.log_path}:\n"
             f"{_tail(Path(node.log_path).read_text(errors='replace'))}"
         ) from None
     text = Path(node.log_path).read_text(errors="replace")
     if code != 0 or _STARTED_MARKER not in text:
-        raise ConfigError(
+        raise RuntimeFailure(
             f"local node {node.name!r} failed to start (exit code {code}); log {node.log_path}:\n{_tail(text)}"
         )
 
@@ -274,7 +276,7 @@ def _head_address(log_path: Path) -> str:
     text = log_path.read_text(errors="replace")
     match = _ADDRESS_RE.search(text)
     if match is None:
-        raise ConfigError(f"cannot find the head's address in {log_path}:\n{_tail(text)}")
+        raise RuntimeFailure(f"cannot find the head's address in {log_path}:\n{_tail(text)}")
     return match.group(1)
 
 
@@ -308,4 +310,4 @@ class _PortPicker:
             if port not in self._taken:
                 self._taken.add(port)
                 return port
-        raise ConfigError("cannot find a free TCP port")
+        raise RuntimeFailure("cannot find a free TCP port")

@@ -69,10 +69,9 @@ class InstanceView:
     mean_work_tokens: float = DEFAULT_PREFILL_WEIGHT * 1024 + DEFAULT_OUTPUT_TOKENS
 
     def can_hold(self, request: RequestInfo) -> bool:
-        """KV filter: the request's prompt plus its max output must fit in an empty cache."""
-        return request.num_prompt_tokens + request.max_tokens <= self.kv_capacity_tokens or (
-            request.num_prompt_tokens + 1 <= self.kv_capacity_tokens
-        )
+        """KV filter: the request's prompt plus its max output must fit in an empty cache (a
+        request that outgrows the whole cache would be preempted and restarted forever)."""
+        return request.num_prompt_tokens + request.max_tokens <= self.kv_capacity_tokens
 
     @property
     def kv_free_tokens(self) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scheduling_factories import request, view
 
+from hetserve.records import RequestInfo
 from hetserve.scheduling import NoInstanceError, SchedulingPolicy, make_policy, policy_names
 from hetserve.scheduling.policies import HeteroPolicy
 
@@ -183,3 +184,12 @@ print('ok')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_can_hold_needs_prompt_plus_max_output_in_an_empty_cache():
+    """The KV filter is what its docstring says: prompt + max_tokens must fit the whole cache."""
+    from hetserve.scheduling.base import InstanceView
+
+    view = InstanceView("i", "d", "x", 100.0, 1000)
+    assert view.can_hold(RequestInfo("fits", 900, 100))
+    assert not view.can_hold(RequestInfo("prompt fits, output does not", 900, 101))

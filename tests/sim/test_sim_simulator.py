@@ -16,14 +16,14 @@ def one_instance(coeffs: LatencyCoeffs = FAST, kv: int = 50_000, max_num_seqs: i
     return [PlannedInstance("only", "dep", "fake", coeffs, kv, max_num_seqs, 500.0)]
 
 
-def stream(arrivals, prompts, outputs) -> SimRequests:
+def stream(arrivals, prompts, outputs, max_tokens: int = 2048) -> SimRequests:
     n = len(arrivals)
     return SimRequests(
         "hand",
         np.asarray(arrivals, float),
         np.asarray(prompts, np.int64),
         np.asarray(outputs, np.int64),
-        np.full(n, 2048, np.int64),
+        np.full(n, max_tokens, np.int64),
     )
 
 
@@ -89,7 +89,8 @@ def test_a_seeded_simulation_is_reproducible():
 
 def test_requests_no_instance_can_hold_are_refused_and_counted():
     specs = one_instance(kv=1_000)
-    res = simulate(specs, make_policy("hetero"), stream([0.0, 1.0, 2.0], [100, 5_000, 100], [10, 10, 10]))
+    # prompt + max_tokens must fit the empty cache: 100 + 100 does, 5,000 + 100 does not.
+    res = simulate(specs, make_policy("hetero"), stream([0.0, 1.0, 2.0], [100, 5_000, 100], [10, 10, 10], 100))
     assert res.instance_of.tolist() == [0, -1, 0]
     rep = summarize(res)
     assert rep.num_rejected == 1
