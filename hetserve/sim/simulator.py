@@ -84,7 +84,7 @@ class SimResult:
     step_log: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
-class _Instance:
+class _SimInstance:
     """Mutable simulation state of one instance."""
 
     __slots__ = (
@@ -160,7 +160,7 @@ class Simulator:
             prefill_weight=self.config.prefill_weight,
         )
         self.progress = progress
-        self._insts = [_Instance(s) for s in self.specs]
+        self._insts = [_SimInstance(s) for s in self.specs]
         self._index = {s.instance_id: i for i, s in enumerate(self.specs)}
         if len(self._index) != len(self.specs):
             raise ValueError("instance ids must be unique")
