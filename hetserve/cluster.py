@@ -14,7 +14,7 @@ from hetserve.model.throughput import Workload
 from hetserve.records import Node
 from hetserve.traces import load_trace
 
-__all__ = ["Cluster", "resolve_cluster", "load_cluster"]
+__all__ = ["Cluster", "load_cluster", "resolve_cluster"]
 
 
 @dataclass(frozen=True)

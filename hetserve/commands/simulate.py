@@ -33,7 +33,7 @@ from hetserve.sim.compare import compare_policies
 from hetserve.sim.plot import plot_comparison
 from hetserve.traces import load_trace
 
-__all__ = ["register", "run", "resolve_trace", "TRACE_ALIASES"]
+__all__ = ["TRACE_ALIASES", "register", "resolve_trace", "run"]
 
 # Short names for the traces in the shared data folder (../shared/data next to the repository,
 # or $HETSERVE_DATA_DIR).

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from hetserve.records import InstanceStats
 
-__all__ = ["Engine", "GenerateRequest", "TokenChunk", "EngineError", "RequestTooLongError", "EngineDeadError"]
+__all__ = ["Engine", "EngineDeadError", "EngineError", "GenerateRequest", "RequestTooLongError", "TokenChunk"]
 
 
 class EngineError(RuntimeError):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from hetserve.records import LatencyCoeffs
 
-__all__ = ["Sequence", "StepPlan", "StepResult", "ContinuousBatcher"]
+__all__ = ["ContinuousBatcher", "Sequence", "StepPlan", "StepResult"]
 
 
 @dataclass(slots=True, eq=False)

@@ -23,7 +23,7 @@ from hetserve.engines.base import (
 )
 from hetserve.records import InstanceStats
 
-__all__ = ["VLLMEngine", "EngineStatsWindow"]
+__all__ = ["EngineStatsWindow", "VLLMEngine"]
 
 
 class EngineStatsWindow:

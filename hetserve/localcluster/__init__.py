@@ -14,13 +14,13 @@ from hetserve.localcluster.state import LocalCluster, LocalNode, default_state_f
 from hetserve.localcluster.stop import StopResult, stop_local_cluster
 
 __all__ = [
-    "MAX_LOCAL_NODES",
     "HEAD_NODE_NAME",
-    "LocalNode",
+    "MAX_LOCAL_NODES",
     "LocalCluster",
+    "LocalNode",
     "StopResult",
     "default_state_file",
+    "load_local_cluster",
     "start_local_cluster",
     "stop_local_cluster",
-    "load_local_cluster",
 ]

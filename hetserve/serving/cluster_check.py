@@ -9,7 +9,7 @@ from hetserve.catalog import ray_resource_name
 from hetserve.config import ConfigError
 from hetserve.records import Plan
 
-__all__ = ["missing_for_plan", "check_plan_fits_live_cluster"]
+__all__ = ["check_plan_fits_live_cluster", "missing_for_plan"]
 
 
 def missing_for_plan(plan: Plan, live_nodes: list[Mapping[str, float]]) -> list[str]:

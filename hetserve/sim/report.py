@@ -11,7 +11,7 @@ import numpy as np
 from hetserve.sim.fluid import FluidBound
 from hetserve.sim.simulator import SimResult
 
-__all__ = ["DEFAULT_SLO", "LatencyStats", "InstanceReport", "PolicyReport", "SLO", "summarize"]
+__all__ = ["DEFAULT_SLO", "SLO", "InstanceReport", "LatencyStats", "PolicyReport", "summarize"]
 
 
 @dataclass(frozen=True, slots=True)
