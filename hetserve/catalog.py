@@ -69,7 +69,7 @@ class Catalog:
         return Catalog(self.accelerators, merged)
 
 
-def _validated(items: list, model: type, source: str) -> dict:
+def _validated(items: list, model: type[AcceleratorSpec] | type[ModelSpec], source: str) -> dict:
     out = {}
     for i, item in enumerate(items):
         try:

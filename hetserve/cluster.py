@@ -78,6 +78,7 @@ def resolve_cluster(spec: ClusterSpec, catalog: Catalog | None = None, source: s
     if wl.mean_input_tokens is not None and wl.mean_output_tokens is not None:
         l_in, l_out = wl.mean_input_tokens, wl.mean_output_tokens
     else:
+        assert wl.trace is not None  # WorkloadSpec requires the means or a trace
         trace_path = Path(wl.trace)
         if not trace_path.is_absolute() and source != "cluster":
             trace_path = Path(source).parent / trace_path

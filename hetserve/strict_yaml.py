@@ -28,7 +28,7 @@ __all__ = ["LoadedYaml", "field_path", "load_strict_yaml", "parse_strict_yaml"]
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _StrictLoader(_BaseLoader):
     """Safe loader with YAML 1.2 core-schema resolution and refusals instead of silent changes."""
 
 

@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     events: list[int] = []
     show = not args.no_progress and sys.stderr.isatty()
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -268,20 +268,21 @@ def run(args: argparse.Namespace) -> int:
         transient=True,
         disable=not show,
     )
-    state = {"task": None, "t0": 0.0}
+    task_ids: list[TaskID] = []  # the task of the run in progress
+    started: list[float] = []
 
     def on_run_start(run, n):
         label = f"{run.policy} @ " + (f"load {run.load:g}" if run.load is not None else f"x{run.rate_scale:g}")
-        state["task"] = progress.add_task(label, total=n)
-        state["t0"] = time.perf_counter()
+        task_ids[:] = [progress.add_task(label, total=n)]
+        started[:] = [time.perf_counter()]
 
     def on_progress(done):
-        progress.update(state["task"], completed=done)
+        progress.update(task_ids[0], completed=done)
 
     def on_run_end(run, report, result):
-        wall.append(time.perf_counter() - state["t0"])
+        wall.append(time.perf_counter() - started[0])
         events.append(result.num_events)
-        progress.remove_task(state["task"])
+        progress.remove_task(task_ids[0])
 
     with progress:
         # One period of a repeated stream has its whole mix: bound it once, on every request of it.

@@ -108,6 +108,13 @@ class PoolCandidates:
     def best(self) -> NodeOption | None:
         return self.options[0] if self.options else None
 
+    @property
+    def top(self) -> NodeOption:
+        """The best option of a pool that has one (callers check `options` first)."""
+        if not self.options:
+            raise ValueError(f"pool {self.pool.label} has no feasible option")
+        return self.options[0]
+
     def degree(self, tp: int) -> DegreeCheck:
         for d in self.degrees:
             if d.tp == tp:

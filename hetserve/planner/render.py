@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from hetserve.records import Plan
@@ -28,7 +28,7 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
             console = Console(width=160)
     title = f"Plan for {plan.model} on {plan.cluster} (objective: {plan.objective})"
     table = Table(title=title, title_justify="left")
-    for col, justify in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("deployment", "left"),
         ("accelerator", "left"),
         ("TP", "right"),
@@ -39,7 +39,8 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
         ("tok/s per inst", "right"),
         ("tok/s total", "right"),
         ("TTFT/TPOT ms", "right"),
-    ]:
+    ]
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     for d in plan.deployments:
         p = d.prediction

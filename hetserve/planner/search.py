@@ -108,7 +108,8 @@ def search_plan(
 
     notes: list[str] = []
     if obj is Objective.COST:
-        used, runners_up = _cost_choice(cands, float(target_output_tokens_per_s), notes)
+        assert target_output_tokens_per_s is not None  # checked above: the cost objective needs a target
+        used, runners_up = _cost_choice(cands, target_output_tokens_per_s, notes)
     else:
         used = [c.pool.num_nodes if c.options else 0 for c in cands]
         runners_up = _throughput_runners_up(cands)
@@ -118,7 +119,7 @@ def search_plan(
 def _feasible_items(cands: Sequence[PoolCandidates], exclude: int | None = None) -> tuple[list[int], list]:
     idx = [i for i, c in enumerate(cands) if c.options and i != exclude]
     items = [
-        (cands[i].pool.num_nodes, cands[i].price_per_node_micro_usd, cands[i].best.output_tokens_per_s) for i in idx
+        (cands[i].pool.num_nodes, cands[i].price_per_node_micro_usd, cands[i].top.output_tokens_per_s) for i in idx
     ]
     return idx, items
 
@@ -169,7 +170,7 @@ def _cost_choice(cands: Sequence[PoolCandidates], target: float, notes: list[str
 
 
 def _throughput_runners_up(cands: Sequence[PoolCandidates]) -> list[RunnerUp]:
-    total = sum(c.pool.num_nodes * c.best.output_tokens_per_s for c in cands if c.options)
+    total = sum(c.pool.num_nodes * c.top.output_tokens_per_s for c in cands if c.options)
     used = [c.pool.num_nodes for c in cands]
     return _option_runners_up(cands, used, total, per_node=False)
 
@@ -221,12 +222,12 @@ def _build_plan(
     for c, k in zip(cands, used, strict=True):
         names = c.pool.node_names
         for name in names[:k]:
-            assignment[name] = (c, c.best)
+            assignment[name] = (c, c.top)
         price += k * c.price_per_node_micro_usd
-        if k and c.best.num_idle:
+        if k and c.top.num_idle:
             idle.append(
-                f"{_names(names[:k])} ({c.pool.label}): {c.best.num_idle} of {c.pool.key.count} accelerators "
-                f"idle each, no usable TP degree fits them ({c.best.label})"
+                f"{_names(names[:k])} ({c.pool.label}): {c.top.num_idle} of {c.pool.key.count} accelerators "
+                f"idle each, no usable TP degree fits them ({c.top.label})"
             )
         rest = names[k:]
         if not rest:

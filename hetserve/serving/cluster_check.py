@@ -21,7 +21,7 @@ def missing_for_plan(plan: Plan, live_nodes: list[Mapping[str, float]]) -> list[
     Planned nodes are matched largest demand first to the smallest live node that holds them,
     which finds a matching whenever one exists for a single resource type.
     """
-    demand: dict[str, dict[str, float]] = {}  # resource -> planned node -> units
+    demand: dict[str, dict[str, int]] = {}  # resource -> planned node -> units
     for dp in plan.deployments:
         res = ray_resource_name(dp.config.accelerator)
         for node, units in dp.node_demand().items():

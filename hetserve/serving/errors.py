@@ -50,8 +50,9 @@ class RequestError(Exception):
 def _root_cause(exc: BaseException) -> BaseException:
     """Unwrap Ray's RayTaskError chain down to the exception the replica raised."""
     seen = 0
-    while seen < 10 and getattr(exc, "cause", None) is not None and exc.cause is not exc:
-        exc = exc.cause
+    cause = getattr(exc, "cause", None)
+    while seen < 10 and isinstance(cause, BaseException) and cause is not exc:
+        exc, cause = cause, getattr(cause, "cause", None)
         seen += 1
     return exc
 
