@@ -215,7 +215,26 @@ def _build_plan(
     target: float | None,
     notes: Sequence[str] = (),
 ) -> Plan:
-    # Which option each node runs; deployments then list nodes in cluster order.
+    """The Plan record of a choice: `used[i]` nodes of pool i run the pool's best option."""
+    assignment, idle, price = _assign_nodes(cands, used, target)
+    return Plan(
+        cluster=cluster.name,
+        model=cluster.model.name,
+        objective=obj.value,
+        deployments=_deployments(cluster, assignment),
+        workload=cluster.workload,
+        runners_up=tuple(runners_up),
+        infeasible=tuple(idle),
+        price_per_hour=price / MICRO_USD,
+        notes=tuple(notes),
+    )
+
+
+def _assign_nodes(
+    cands: Sequence[PoolCandidates], used: Sequence[int], target: float | None
+) -> tuple[dict[str, tuple[PoolCandidates, NodeOption]], list[str], int]:
+    """Which option each used node runs, why every other node (or accelerator) is idle, and the
+    price of the used nodes in micro-USD per hour (a used node is paid whole)."""
     assignment: dict[str, tuple[PoolCandidates, NodeOption]] = {}
     idle: list[str] = []
     price = 0
@@ -237,9 +256,16 @@ def _build_plan(
             idle.append(f"{_names(rest)} ({c.pool.label}): no feasible configuration: {why}")
         else:
             idle.append(f"{_names(rest)} ({c.pool.label}): idle, not needed to reach {target:,.0f} tok/s")
+    return assignment, idle, price
 
+
+def _deployments(
+    cluster: Cluster, assignment: dict[str, tuple[PoolCandidates, NodeOption]]
+) -> tuple[DeploymentPlan, ...]:
+    """One DeploymentPlan per configuration in use, fastest first, nodes in cluster order, each
+    carrying the prediction and the coefficients it was priced with. Names are the configuration's
+    (`L4-tp1`), with the engine settings appended when two configurations share type and TP."""
     nodes_by_config: dict[InstanceConfig, list[str]] = {}
-    preds = {}
     degrees: dict[InstanceConfig, DegreeCheck] = {}
     for node in cluster.nodes:
         if node.name not in assignment:
@@ -248,13 +274,11 @@ def _build_plan(
         for tp in option.partition:
             d = c.degree(tp)
             nodes_by_config.setdefault(d.config, []).append(node.name)
-            preds[d.config] = d.prediction
             degrees[d.config] = d
-
     configs = sorted(
         nodes_by_config,
         key=lambda cfg: (
-            -preds[cfg].output_tokens_per_s,
+            -degrees[cfg].prediction.output_tokens_per_s,
             cfg.accelerator,
             cfg.tp,
             cfg.max_num_seqs,
@@ -267,26 +291,16 @@ def _build_plan(
         name = base
         if base_names.count(base) > 1:
             name = f"{base}-seqs{cfg.max_num_seqs}-mem{round(cfg.gpu_memory_utilization * 100)}"
-        latency = degrees[cfg].latency
+        d = degrees[cfg]
         deployments.append(
             DeploymentPlan(
                 cfg,
                 tuple(nodes_by_config[cfg]),
-                preds[cfg],
+                d.prediction,
                 name,
-                coeffs=latency.coeffs,
-                coeffs_source=latency.source,
+                coeffs=d.latency.coeffs,
+                coeffs_source=d.latency.source,
                 max_num_batched_tokens=cluster.engine.max_num_batched_tokens,
             )
         )
-    return Plan(
-        cluster=cluster.name,
-        model=cluster.model.name,
-        objective=obj.value,
-        deployments=tuple(deployments),
-        workload=cluster.workload,
-        runners_up=tuple(runners_up),
-        infeasible=tuple(idle),
-        price_per_hour=price / MICRO_USD,
-        notes=tuple(notes),
-    )
+    return tuple(deployments)
