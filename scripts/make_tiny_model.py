@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["TINY_LLAMA", "build_tokenizer", "make_tiny_model", "main"]
+__all__ = ["TINY_LLAMA", "build_tokenizer", "make_tiny_model", "make_tiny_tokenizer", "main"]
 
 # Must agree with `tiny-llama` in hetserve/data/models.yaml (a test checks it).
 TINY_LLAMA = {
@@ -30,7 +30,8 @@ TINY_LLAMA = {
 }
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 
-# A chat template in the Llama-2 style: enough for /v1/chat/completions to render messages.
+# A chat template in the Llama-2 style, with its own generation prompt (the router renders chats
+# with add_generation_prompt=True, as vLLM does).
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
@@ -38,6 +39,7 @@ CHAT_TEMPLATE = (
     "{% elif message['role'] == 'user' %}[INST] {{ message['content'] }} [/INST]\n"
     "{% else %}{{ message['content'] }}{{ eos_token }}\n{% endif %}"
     "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 
 _WORDS = (
@@ -103,6 +105,15 @@ def build_tokenizer(vocab_size: int, seed: int = 0):
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+def make_tiny_tokenizer(out_dir: str | Path, seed: int = 0) -> Path:
+    """Only the tokenizer files (with the chat template) of the tiny Llama: no torch, about a
+    second; for tests of the router's tokenizer that need no weights."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    build_tokenizer(TINY_LLAMA["vocab_size"], seed).save_pretrained(out)
+    return out
 
 
 def make_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:

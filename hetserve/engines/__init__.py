@@ -41,8 +41,8 @@ class EngineSpec:
     """Everything one instance needs to build its engine; pickled into the Serve replica.
 
     `max_model_len` is the longest request served (prompt + output), which the plan sized the KV
-    cache for. `time_scale` and `stats_window_s` (seconds of emulated time) only affect the
-    emulated engine; `model_path` and `engine_kwargs` only the vLLM one.
+    cache for. `time_scale`, `stats_window_s` (seconds of emulated time) and `output_token_ids`
+    only affect the emulated engine; `model_path` and `engine_kwargs` only the vLLM one.
     """
 
     model: ModelSpec
@@ -57,6 +57,7 @@ class EngineSpec:
     stats_window_s: float = 10.0
     model_path: str | None = None
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    output_token_ids: tuple[int, ...] = ()  # emulated: ids to emit (a real tokenizer's), else placeholders
 
 
 def create_engine(kind: str, spec: EngineSpec) -> Engine:
@@ -75,6 +76,7 @@ def create_engine(kind: str, spec: EngineSpec) -> Engine:
             max_num_batched_tokens=spec.max_num_batched_tokens,
             time_scale=spec.time_scale,
             stats_window_s=spec.stats_window_s,
+            output_token_ids=spec.output_token_ids,
         )
     if kind == "vllm":
         model_path = spec.model_path or spec.model.hf_path
