@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         "non-negative least squares: decode line on N <= 256 tokens, prefill line on N >= 1024. Mixed steps:",
         "P chunk tokens (64..3840) + D decodes (1..256) where vidur measured N = P + D.",
         "",
-        "| GPU | model | b_d ms | a_d us/tok | b_p ms | a_p us/tok | mixed steps | one-pass MAPE | two-pass MAPE | two-pass / measured |",
+        "| GPU | model | b_d ms | a_d us/tok | b_p ms | a_p us/tok | mixed steps | one-pass MAPE | two-pass MAPE "
+        "| two-pass / measured |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     details = []
