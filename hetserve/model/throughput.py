@@ -21,23 +21,34 @@ class SteadyState:
     tpot_s: float
 
 
-def steady_state(coeffs: LatencyCoeffs, batch_size: int, wl: Workload) -> SteadyState:
-    """Continuous batching with B sequences in flight (DESIGN.md):
-
-    every request costs one prefill of l_in tokens and l_out decode steps, so
-    X_req = B / (l_out * T_d(B, B*(l_in + l_out/2)) + B * T_p(l_in)).
-    TPOT counts the prefills that stall each decode step (B/l_out of them per step); TTFT is
-    one step in progress plus the request's own prefill, with no queueing.
+def steady_state(
+    coeffs: LatencyCoeffs, batch_size: int, wl: Workload, max_num_batched_tokens: int = 8192
+) -> SteadyState:
+    """Continuous batching with B sequences in flight, stepped as engines/batching.py steps them
+    (DESIGN.md): each of the B slots cycles through its prompt in n chunks (each at most the step
+    budget left after the other B-1 decodes; the last chunk samples the first token) and then
+    l_out - 1 decode steps. A chunk rides in a decode step and adds
+    delta = step_time_s(chunk, B-1 decodes) - T_d(B-1), so B requests take
+      cycle = (n + l_out - 1) * T_d(B - m, S) + B * n * delta,   m = B * n / (n + l_out - 1)
+    (m: slots prefilling in an average step), X_req = B / cycle. TPOT is the mean step time;
+    TTFT is n mean steps, with no queueing.
     """
+    from hetserve.engines.batching import step_time_s  # pure; no cycle at import time
+
     b = max(1, batch_size)
-    l_in, l_out = wl.mean_input_tokens, wl.mean_output_tokens
-    t_d = coeffs.decode_s(b, b * (l_in + l_out / 2.0))
-    t_p = coeffs.prefill_s(l_in)
-    cycle = l_out * t_d + b * t_p
+    l_in, l_out = max(1.0, wl.mean_input_tokens), max(1.0, wl.mean_output_tokens)
+    ctx = l_in + l_out / 2.0  # mean KV context of a decoding sequence
+    chunk = max(1.0, min(l_in, max_num_batched_tokens - (b - 1)))
+    n = math.ceil(l_in / chunk)
+    chunk = l_in / n
+    decodes = coeffs.decode_s(b - 1, (b - 1) * ctx)
+    delta = step_time_s(coeffs, chunk, l_in * l_in / n, b - 1, (b - 1) * ctx) - decodes
+    steps = n + l_out - 1
+    m = b * n / steps
+    cycle = steps * coeffs.decode_s(b - m, (b - m) * ctx) + b * n * delta
     x_req = b / cycle
-    tpot = t_d + (b / l_out) * t_p
-    ttft = t_d + t_p
-    return SteadyState(b, x_req, x_req * l_out, ttft, tpot)
+    step_s = cycle / steps
+    return SteadyState(b, x_req, x_req * l_out, n * step_s, step_s)
 
 
 def predict_instance(

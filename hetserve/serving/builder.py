@@ -22,7 +22,7 @@ from hetserve.serving.engine_deployment import InstanceServer
 from hetserve.serving.replica_router import REQUEST_ROUTER_PATH
 from hetserve.serving.router import RouterIngress, RouterSpec
 
-__all__ = ["ROUTER_DEPLOYMENT", "build_application", "instance_deployment_options"]
+__all__ = ["ROUTER_DEPLOYMENT", "build_application", "instance_deployment_options", "tokenizer_path"]
 
 ROUTER_DEPLOYMENT = "router"
 
@@ -60,9 +60,33 @@ def instance_deployment_options(dp: DeploymentPlan, args: AppArgs) -> dict[str, 
     return options
 
 
-def _plan_view(plan: Plan, args: AppArgs) -> dict[str, Any]:
+def tokenizer_path(model: ModelSpec, args: AppArgs) -> str | None:
+    """The router's tokenizer: AppArgs.tokenizer ('none' = without), else the model's
+    `tokenizer`, else (vLLM) the weights path the engine loads its own tokenizer from."""
+    if args.tokenizer is not None:
+        return None if args.tokenizer.lower() == "none" else args.tokenizer
+    if model.tokenizer:
+        return model.tokenizer
+    if args.engine == "vllm":
+        return args.vllm_model_path or model.hf_path
+    return None
+
+
+def _tokenizer_view(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {
+            "path": None,
+            "in_use": False,
+            "prompt_tokens": "estimated: 4 characters per token (no tokenizer configured)",
+            "chat_prompt": "role-tagged transcript (no chat template)",
+        }
+    return {"path": path, "in_use": True, "prompt_tokens": "exact", "chat_prompt": "the model's chat template"}
+
+
+def _plan_view(plan: Plan, args: AppArgs, tokenizer: str | None = None) -> dict[str, Any]:
     """The read-only plan served at /v1/hetserve/plan."""
     return {
+        "tokenizer": _tokenizer_view(tokenizer),
         "cluster": plan.cluster,
         "model": plan.model,
         "objective": plan.objective,
@@ -114,6 +138,13 @@ def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Applicatio
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"two planned deployments are both named {dupes[0]!r}")
+    tok_path = tokenizer_path(model, args)
+    output_token_ids: tuple[int, ...] = ()
+    if tok_path is not None and args.engine == "emulated":
+        from hetserve.serving.tokenizer import load_tokenizer
+
+        # Emulated instances emit this tokenizer's ids (computed once, carried to every instance).
+        output_token_ids = load_tokenizer(tok_path).output_vocabulary()
     instances = {}
     for dp in plan.deployments:
         engine_spec = EngineSpec(
@@ -124,6 +155,7 @@ def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Applicatio
             stats_window_s=args.stats_window_s,
             model_path=args.vllm_model_path,
             engine_kwargs=dict(args.vllm_engine_kwargs),
+            output_token_ids=output_token_ids,
         )
         instances[dp.name] = (
             serve.deployment(InstanceServer)
@@ -136,11 +168,13 @@ def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Applicatio
         vocab_size=model.vocab_size,
         policy=args.policy,
         deployments=plan.deployments,
-        plan_view=_plan_view(plan, args),
+        plan_view=_plan_view(plan, args, tok_path),
         seed=args.seed,
         stats_period_s=args.stats_period_s,
         default_max_tokens=args.default_max_tokens,
         default_output_tokens=max(1, round(plan.workload.mean_output_tokens)),
+        tokenizer_path=tok_path,
+        detokenize=bool(output_token_ids),
     )
     router = serve.deployment(RouterIngress).options(
         name=ROUTER_DEPLOYMENT,

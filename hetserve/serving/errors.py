@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from hetserve.engines.base import EngineDeadError, EngineError, RequestTooLongError
+from hetserve.engines.base import EngineDeadError, EngineError, RequestTooLongError, UnsupportedParameterError
 from hetserve.scheduling.base import NoInstanceError
 from hetserve.serving.openai_api import ErrorBody, ErrorResponse
 
@@ -66,6 +66,8 @@ def from_exception(exc: BaseException) -> RequestError:
         return cause
     if isinstance(cause, RequestTooLongError):
         return RequestError(400, str(cause), param="prompt", code="context_length_exceeded")
+    if isinstance(cause, UnsupportedParameterError):
+        return RequestError(400, str(cause), param=cause.param, code="unsupported_parameter")
     if isinstance(cause, NoInstanceError):
         return RequestError(503, str(cause), type="service_unavailable", code="no_instance")
     if isinstance(cause, EngineDeadError):

@@ -1,8 +1,9 @@
 """OpenAI-compatible request and response bodies (pydantic: they cross the HTTP boundary).
 
-Only what hetserve serves: one choice per request (n=1), text or token-id prompts, no logprobs.
-Fields of the OpenAI API that do not change what an instance computes (penalties, user) are
-accepted and ignored; anything unknown is refused with the field named. No ray import here.
+Only what hetserve serves: one choice per request (n=1), text or token-id prompts. Sampling
+fields pass through to the engine, bounded as vLLM bounds them (logprobs/top_logprobs 0..20,
+vLLM's default max_logprobs); an engine that cannot honour one refuses it with the field named.
+`user` is accepted and ignored; anything unknown is refused with the field named. No ray import.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "ChatCompletionRequest",
@@ -22,12 +23,17 @@ __all__ = [
     "StreamOptions",
     "Usage",
     "chat_chunk",
+    "chat_logprobs",
     "chat_response",
     "completion_chunk",
+    "completion_logprobs",
     "completion_response",
     "model_list",
     "new_request_id",
 ]
+
+
+MAX_LOGPROBS = 20  # vLLM's default max_logprobs: the most alternatives per token it returns
 
 
 class _Body(BaseModel):
@@ -52,7 +58,20 @@ class _Sampling(_Body):
     ignore_eos: bool = Field(default=False, description="Generate exactly max_tokens (vLLM extension).")
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+    stop_token_ids: list[int] | None = Field(default=None, description="Token ids that end the output (vLLM).")
+    min_tokens: int = Field(default=0, ge=0, description="Output tokens before EOS/stop may end it (vLLM).")
+    return_token_ids: bool = Field(
+        default=False, description="Also return the prompt's and the output's token ids (vLLM extension)."
+    )
     user: str | None = None
+
+    @field_validator("stop_token_ids")
+    @classmethod
+    def _non_negative_stop_ids(cls, value: list[int] | None) -> list[int] | None:
+        bad = [t for t in value or () if t < 0]
+        if bad:
+            raise ValueError(f"token ids must be >= 0 (got {bad[0]})")
+        return value
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -71,7 +90,11 @@ class CompletionRequest(_Sampling):
     prompt: str | list[int] = Field(description="Prompt text, or the prompt as token ids.")
     max_tokens: int = Field(default=16, ge=1, description="Output tokens to generate at most.")
     echo: Literal[False] = False
-    logprobs: None = None
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS, description="Top alternatives per token.")
+
+    @property
+    def num_logprobs(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod
@@ -110,13 +133,33 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1, description="Deprecated OpenAI name of max_completion_tokens.")
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: Literal[False] | None = None
+    logprobs: bool | None = Field(default=None, description="Return each output token's log-probability.")
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS, description="Alternatives per token.")
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=true")
+        return self
+
+    @property
+    def num_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def message_dicts(self) -> list[dict[str, Any]]:
+        """The messages as a chat template reads them (content as one text)."""
+        out = []
+        for m in self.messages:
+            d: dict[str, Any] = {"role": m.role, "content": m.text}
+            if m.name is not None:
+                d["name"] = m.name
+            out.append(d)
+        return out
 
     def render_prompt(self) -> str:
-        """One text prompt: a plain role-tagged transcript ending with the assistant's turn.
-
-        The emulated engine only counts its tokens; a vLLM engine receives it as text.
-        """
+        """The fallback without a tokenizer (pure emulation): a plain role-tagged transcript
+        ending with the assistant's turn, whose tokens are estimated. With a tokenizer the
+        router renders the model's chat template instead (serving/tokenizer.py)."""
         lines = [f"<|{m.role}|>\n{m.text}\n" for m in self.messages]
         return "".join(lines) + "<|assistant|>\n"
 
@@ -155,16 +198,53 @@ def new_request_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def completion_logprobs(items: list[Any], text_offset: int = 0) -> dict[str, Any]:
+    """OpenAI completions `logprobs` for TokenLogprob items (text offsets from `text_offset`)."""
+    offsets, pos = [], text_offset
+    for t in items:
+        offsets.append(pos)
+        pos += len(t.token)
+    return {
+        "tokens": [t.token for t in items],
+        "token_logprobs": [t.logprob for t in items],
+        "top_logprobs": [{tok: lp for _, tok, lp in t.top} for t in items],
+        "text_offset": offsets,
+    }
+
+
+def chat_logprobs(items: list[Any]) -> dict[str, Any]:
+    """OpenAI chat `logprobs` for TokenLogprob items."""
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {
+        "content": [
+            {**entry(t.token, t.logprob), "top_logprobs": [entry(tok, lp) for _, tok, lp in t.top]} for t in items
+        ]
+    }
+
+
 def completion_response(
-    request_id: str, model: str, text: str, finish_reason: str | None, usage: Usage, created: int | None = None
+    request_id: str,
+    model: str,
+    text: str,
+    finish_reason: str | None,
+    usage: Usage,
+    created: int | None = None,
+    logprobs: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    choice_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": logprobs, **(choice_extra or {})}
     return {
         "id": request_id,
         "object": "text_completion",
         "created": created or int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+        "choices": [choice],
         "usage": usage.model_dump(),
+        **(extra or {}),
     }
 
 
@@ -176,8 +256,9 @@ def completion_chunk(
     finish_reason: str | None,
     usage: Usage | None = None,
     with_choice: bool = True,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    choices = [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}]
+    choices = [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": logprobs}]
     return {
         "id": request_id,
         "object": "text_completion",
@@ -189,7 +270,15 @@ def completion_chunk(
 
 
 def chat_response(
-    request_id: str, model: str, text: str, finish_reason: str | None, usage: Usage, created: int | None = None
+    request_id: str,
+    model: str,
+    text: str,
+    finish_reason: str | None,
+    usage: Usage,
+    created: int | None = None,
+    logprobs: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    choice_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": request_id,
@@ -201,10 +290,12 @@ def chat_response(
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": finish_reason,
-                "logprobs": None,
+                "logprobs": logprobs,
+                **(choice_extra or {}),
             }
         ],
         "usage": usage.model_dump(),
+        **(extra or {}),
     }
 
 
@@ -216,8 +307,9 @@ def chat_chunk(
     finish_reason: str | None,
     usage: Usage | None = None,
     with_choice: bool = True,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+    choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}]
     return {
         "id": request_id,
         "object": "chat.completion.chunk",

@@ -3,21 +3,28 @@
 Checks the model name, token ids and that prompt + max_tokens fit the context the plan sized KV
 caches for; refusals are RequestErrors carrying their HTTP status. Kept apart from the router so
 it is plain Python (no ray import) and testable without a cluster.
+
+With the served model's tokenizer (serving/tokenizer.py) every prompt is turned into token ids
+here: a text prompt is encoded, a chat is rendered by the model's chat template, so the count the
+scheduler places by, the context check and what the instance runs are one and the same. Without
+one (pure emulation) text prompts keep the 4-characters-per-token estimate.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
 
-from hetserve.engines.base import GenerateRequest
+from hetserve.engines.base import GenerateRequest, TokenChunk
+from hetserve.records import RequestInfo
 from hetserve.serving.errors import RequestError, from_validation_errors
 from hetserve.serving.openai_api import ChatCompletionRequest, CompletionRequest, new_request_id
+from hetserve.serving.tokenizer import IncrementalDetokenizer, PromptTokenizer, TokenizerError
 
-__all__ = ["Prepared", "RequestPreparer", "count_text_tokens"]
+__all__ = ["Prepared", "RequestPreparer", "count_text_tokens", "placement_info"]
 
 
 def count_text_tokens(text: str) -> int:
@@ -35,6 +42,21 @@ class Prepared:
     num_prompt_tokens: int
     include_usage: bool
     created: int
+    detokenizer: IncrementalDetokenizer | None = None  # set when the engine streams ids only
+    return_token_ids: bool = False
+
+    def text_of(self, chunk: TokenChunk) -> str:
+        """A chunk's new text: the engine's, or the router's incremental detokenization."""
+        if self.detokenizer is None:
+            return chunk.text
+        return self.detokenizer.step(chunk.token_ids)
+
+
+def placement_info(prepared: Prepared, now_s: float) -> RequestInfo:
+    """What the scheduler places by: the prompt's tokens as prepared (exact with a tokenizer,
+    whether the client sent text or ids) and max_tokens."""
+    req = prepared.request
+    return RequestInfo(req.request_id, prepared.num_prompt_tokens, req.max_tokens, arrival_s=now_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,36 +67,83 @@ class RequestPreparer:
     max_model_len: int  # longest request (prompt + output)
     vocab_size: int
     default_max_tokens: int = 256  # a chat request's max_tokens when it names none
+    tokenizer: PromptTokenizer | None = None
+    detokenize: bool = False  # the engine streams token ids without text (emulated + tokenizer)
 
     def completion(self, body: CompletionRequest) -> Prepared:
         self._check_model(body.model)
         rid = new_request_id("cmpl")
         if isinstance(body.prompt, list):
-            too_big = [t for t in body.prompt if t >= self.vocab_size]
-            if too_big:
-                raise RequestError(
-                    400,
-                    f"prompt: token id {too_big[0]} is outside the vocabulary (size {self.vocab_size})",
-                    param="prompt",
-                    code="invalid_value",
-                )
+            self._check_ids(body.prompt, "prompt")
             num_prompt = len(body.prompt)
             text, ids = None, tuple(body.prompt)
+        elif self.tokenizer is not None:
+            text, ids = None, tuple(self.tokenizer.encode(body.prompt))
+            num_prompt = len(ids)
         else:
             num_prompt = count_text_tokens(body.prompt)
             text, ids = body.prompt, None
+        self._check_sampling(body, body.max_tokens)
         self._check_length(num_prompt, body.max_tokens)
-        return _prepared("completion", body, rid, body.max_tokens, num_prompt, text, ids)
+        return self._prepared("completion", body, rid, body.max_tokens, num_prompt, text, ids)
 
     def chat(self, body: ChatCompletionRequest) -> Prepared:
         self._check_model(body.model)
-        prompt = body.render_prompt()
-        num_prompt = count_text_tokens(prompt)
+        prompt: str | None
+        if self.tokenizer is not None:
+            try:
+                ids: tuple[int, ...] | None = tuple(self.tokenizer.chat(body.message_dicts()))
+            except TokenizerError as exc:
+                raise RequestError(400, f"messages: {exc}", param="messages", code="invalid_value") from None
+            except Exception as exc:  # a template may raise on messages it does not accept
+                raise RequestError(
+                    400, f"messages: the model's chat template refused them: {exc}", param="messages"
+                ) from None
+            prompt, num_prompt = None, len(ids)
+        else:
+            prompt, ids = body.render_prompt(), None
+            num_prompt = count_text_tokens(prompt)
         max_tokens = body.requested_max_tokens()
         if max_tokens is None:
             max_tokens = max(1, min(self.default_max_tokens, self.max_model_len - num_prompt))
+        self._check_sampling(body, max_tokens)
         self._check_length(num_prompt, max_tokens)
-        return _prepared("chat", body, new_request_id("chatcmpl"), max_tokens, num_prompt, prompt, None)
+        return self._prepared("chat", body, new_request_id("chatcmpl"), max_tokens, num_prompt, prompt, ids)
+
+    def _prepared(
+        self,
+        kind: str,
+        body: CompletionRequest | ChatCompletionRequest,
+        request_id: str,
+        max_tokens: int,
+        num_prompt_tokens: int,
+        prompt: str | None,
+        prompt_token_ids: tuple[int, ...] | None,
+    ) -> Prepared:
+        prepared = _prepared(kind, body, request_id, max_tokens, num_prompt_tokens, prompt, prompt_token_ids)
+        detok = self.tokenizer.detokenizer() if self.detokenize and self.tokenizer is not None else None
+        return replace(prepared, detokenizer=detok, return_token_ids=body.return_token_ids)
+
+    def _check_ids(self, ids: list[int], param: str) -> None:
+        too_big = [t for t in ids if t >= self.vocab_size]
+        if too_big:
+            raise RequestError(
+                400,
+                f"{param}: token id {too_big[0]} is outside the vocabulary (size {self.vocab_size})",
+                param=param,
+                code="invalid_value",
+            )
+
+    def _check_sampling(self, body: CompletionRequest | ChatCompletionRequest, max_tokens: int) -> None:
+        if body.stop_token_ids:
+            self._check_ids(body.stop_token_ids, "stop_token_ids")
+        if body.min_tokens > max_tokens:
+            raise RequestError(
+                400,
+                f"min_tokens={body.min_tokens} must be <= max_tokens={max_tokens}",
+                param="min_tokens",
+                code="invalid_value",
+            )
 
     def from_dict(self, request: dict[str, Any]) -> Prepared:
         """A handle call's dict: a chat request if it has `messages`, else a completion."""
@@ -136,5 +205,10 @@ def _prepared(
         seed=body.seed,
         stop=body.stop_strings,
         ignore_eos=body.ignore_eos,
+        stop_token_ids=tuple(body.stop_token_ids or ()),
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        min_tokens=body.min_tokens,
+        logprobs=body.num_logprobs,
     )
     return Prepared(kind, req, num_prompt_tokens, body.include_usage, int(time.time()))

@@ -25,7 +25,7 @@ from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from hetserve.engines.base import TokenChunk
-from hetserve.records import DeploymentPlan, RequestInfo
+from hetserve.records import DeploymentPlan
 from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
 from hetserve.serving.engine_deployment import stats_from_routing
 from hetserve.serving.errors import RequestError, from_exception, from_validation_errors
@@ -36,12 +36,14 @@ from hetserve.serving.openai_api import (
     CompletionRequest,
     Usage,
     chat_chunk,
+    chat_logprobs,
     chat_response,
     completion_chunk,
+    completion_logprobs,
     completion_response,
     model_list,
 )
-from hetserve.serving.prepare import Prepared, RequestPreparer
+from hetserve.serving.prepare import Prepared, RequestPreparer, placement_info
 from hetserve.serving.replica_router import TARGET_KWARG
 
 __all__ = ["RouterIngress", "RouterServer", "RouterSpec", "api"]
@@ -77,6 +79,8 @@ class RouterSpec:
     default_max_tokens: int = 256
     default_output_tokens: int = 256
     startup_timeout_s: float = 60.0
+    tokenizer_path: str | None = None  # local HF tokenizer: exact counts, chat template, ids to instances
+    detokenize: bool = False  # instances stream ids only (emulated + tokenizer): the router makes the text
 
 
 @dataclass(slots=True)
@@ -107,7 +111,19 @@ class RouterServer:
 
     async def __init__(self, spec: RouterSpec, instances: dict[str, DeploymentHandle]):
         self._spec = spec
-        self._prepare = RequestPreparer(spec.model, spec.max_model_len, spec.vocab_size, spec.default_max_tokens)
+        tokenizer = None
+        if spec.tokenizer_path:
+            from hetserve.serving.tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(spec.tokenizer_path)
+        self._prepare = RequestPreparer(
+            spec.model,
+            spec.max_model_len,
+            spec.vocab_size,
+            spec.default_max_tokens,
+            tokenizer=tokenizer,
+            detokenize=spec.detokenize,
+        )
         ctx = serve.get_replica_context()
         self._app_name = ctx.app_name
         self._router_id = ctx.replica_id.unique_id
@@ -195,7 +211,7 @@ class RouterServer:
         if not self._instances:
             await self._wait_for_instances()
         now_s = time.monotonic()
-        info = RequestInfo(req.request_id, prepared.num_prompt_tokens, req.max_tokens, arrival_s=now_s)
+        info = placement_info(prepared, now_s)
         t0 = time.perf_counter()
         try:
             instance_id = self._policy.select(info, self._tracker.views(), now_s)
@@ -242,28 +258,51 @@ class RouterServer:
 
     async def _complete(self, prepared: Prepared) -> dict[str, Any]:
         parts: list[str] = []
-        finish, num_out = None, 0
+        ids: list[int] = []
+        logprobs: list[Any] = []
+        finish, num_out, num_prompt = None, 0, prepared.num_prompt_tokens
+        prompt_ids = prepared.request.prompt_token_ids
         async for chunk in self._stream_tokens(prepared):
-            parts.append(chunk.text)
+            parts.append(prepared.text_of(chunk))
+            ids.extend(chunk.token_ids)
+            logprobs.extend(chunk.logprobs or ())
             finish, num_out = chunk.finish_reason or finish, chunk.num_output_tokens
-        usage = Usage.of(prepared.num_prompt_tokens, num_out)
-        make = completion_response if prepared.kind == "completion" else chat_response
-        return make(prepared.request.request_id, self._spec.model, "".join(parts), finish, usage, prepared.created)
+            num_prompt = chunk.num_prompt_tokens or num_prompt  # the engine's count
+            prompt_ids = chunk.prompt_token_ids or prompt_ids
+        usage = Usage.of(num_prompt, num_out)
+        wants_lp = prepared.request.logprobs is not None
+        extra = choice_extra = None
+        if prepared.return_token_ids:
+            extra = {"prompt_token_ids": list(prompt_ids) if prompt_ids is not None else None}
+            choice_extra = {"token_ids": ids}
+        rid, model, text = prepared.request.request_id, self._spec.model, "".join(parts)
+        if prepared.kind == "completion":
+            lp = completion_logprobs(logprobs) if wants_lp else None
+            return completion_response(rid, model, text, finish, usage, prepared.created, lp, extra, choice_extra)
+        lp = chat_logprobs(logprobs) if wants_lp else None
+        return chat_response(rid, model, text, finish, usage, prepared.created, lp, extra, choice_extra)
 
     async def _chunk_dicts(self, prepared: Prepared) -> AsyncIterator[dict[str, Any]]:
         """OpenAI stream chunks; a chat stream carries the assistant role in its first chunk."""
         rid, model, created = prepared.request.request_id, self._spec.model, prepared.created
-        num_out, first = 0, True
+        num_out, num_prompt, first, offset = 0, prepared.num_prompt_tokens, True, 0
+        wants_lp = prepared.request.logprobs is not None
         async for chunk in self._stream_tokens(prepared):
             num_out = chunk.num_output_tokens
+            num_prompt = chunk.num_prompt_tokens or num_prompt  # the engine's count
+            text = prepared.text_of(chunk)
+            items = list(chunk.logprobs or ())
             if prepared.kind == "completion":
-                yield completion_chunk(rid, model, created, chunk.text, chunk.finish_reason)
+                lp = completion_logprobs(items, offset) if wants_lp else None
+                yield completion_chunk(rid, model, created, text, chunk.finish_reason, logprobs=lp)
             else:
-                delta = {"role": "assistant", "content": chunk.text} if first else {"content": chunk.text}
-                yield chat_chunk(rid, model, created, delta, chunk.finish_reason)
+                delta = {"role": "assistant", "content": text} if first else {"content": text}
+                lp = chat_logprobs(items) if wants_lp else None
+                yield chat_chunk(rid, model, created, delta, chunk.finish_reason, logprobs=lp)
+            offset += len(text)
             first = False
         if prepared.include_usage:
-            usage = Usage.of(prepared.num_prompt_tokens, num_out)
+            usage = Usage.of(num_prompt, num_out)
             make = completion_chunk if prepared.kind == "completion" else chat_chunk
             empty = "" if prepared.kind == "completion" else {}
             yield make(rid, model, created, empty, None, usage=usage, with_choice=False)

@@ -94,6 +94,7 @@ class _SimInstance:
         "plan",
         "run_steps",
         "run_start_s",
+        "last_end_s",
         "output_tokens",
         "busy_s",
         "tick_tokens",
@@ -112,7 +113,8 @@ class _SimInstance:
         self.busy = False
         self.plan: StepPlan | None = None  # None while a fast-forwarded decode run is in progress
         self.run_steps = 0
-        self.run_start_s = 0.0
+        self.run_start_s = 0.0  # start of the current busy period
+        self.last_end_s = 0.0  # end of the latest completed step
         self.output_tokens = 0
         self.busy_s = 0.0
         self.tick_tokens = 0
@@ -123,8 +125,18 @@ class _SimInstance:
         self.snap: list[tuple[int, float]] = []
 
     def busy_until(self, now_s: float) -> float:
-        """Busy seconds up to `now_s`, counting the step in progress."""
+        """Busy seconds up to `now_s`, counting the step in progress. Summed per busy period
+        (not per step), so stepping and fast-forwarding give bit-identical totals."""
         return self.busy_s + (now_s - self.run_start_s if self.busy else 0.0)
+
+    def completed_busy_s(self) -> float:
+        """Busy seconds up to the end of the latest completed step."""
+        return self.busy_s + (self.last_end_s - self.run_start_s if self.busy else 0.0)
+
+    def go_idle(self) -> None:
+        if self.busy:
+            self.busy_s += self.last_end_s - self.run_start_s
+            self.busy = False
 
 
 class Simulator:
@@ -193,10 +205,11 @@ class Simulator:
         inst = self._insts[idx]
         b = inst.batcher
         if b.idle:
-            inst.busy = False
+            inst.go_idle()
             return
-        inst.busy = True
-        inst.run_start_s = now_s
+        if not inst.busy:
+            inst.busy = True
+            inst.run_start_s = now_s
         if self.config.fast_forward:
             limit = b.decode_run_limit()
             if limit >= 1:
@@ -208,7 +221,7 @@ class Simulator:
                 return
         plan = b.plan_step()
         if plan is None:  # nothing admissible and nothing running (cannot happen with valid sizes)
-            inst.busy = False
+            inst.go_idle()
             return
         inst.plan = plan
         inst.run_steps = 1
@@ -223,7 +236,7 @@ class Simulator:
         else:
             res = inst.batcher.complete_step(inst.plan, now_s)
             per_seq = 1
-        inst.busy_s += now_s - inst.run_start_s
+        inst.last_end_s = now_s
         self._last_step_s = now_s
         self.tracker.on_tokens_many([seq.request_id for seq in res.emitted], per_seq, now_s)
         inst.output_tokens += per_seq * len(res.emitted)
@@ -359,7 +372,7 @@ class Simulator:
             [s.finish_s if s is not None and s.finish_s is not None else math.nan for s in seqs], dtype=float
         )
         preempt = np.array([s.num_preemptions if s is not None else 0 for s in seqs], dtype=np.int64)
-        snaps = [inst.snap + [(inst.output_tokens, inst.busy_s)] * (2 - len(inst.snap)) for inst in insts]
+        snaps = [inst.snap + [(inst.output_tokens, inst.completed_busy_s())] * (2 - len(inst.snap)) for inst in insts]
         return SimResult(
             policy=getattr(policy, "name", type(policy).__name__),
             requests=reqs,
@@ -372,7 +385,7 @@ class Simulator:
             window_output_tokens=np.array([s[1][0] - s[0][0] for s in snaps], dtype=np.int64),
             window_busy_s=np.array([s[1][1] - s[0][1] for s in snaps], dtype=float),
             total_output_tokens=np.array([inst.output_tokens for inst in insts], dtype=np.int64),
-            total_busy_s=np.array([inst.busy_s for inst in insts], dtype=float),
+            total_busy_s=np.array([inst.completed_busy_s() for inst in insts], dtype=float),
             end_s=max(self._last_step_s, float(arrival[-1]) if n else 0.0),
             num_events=num_events,
             num_steps=self._num_steps,

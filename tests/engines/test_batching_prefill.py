@@ -19,8 +19,10 @@ def test_batched_prefill_charges_attention_per_sequence():
 
 
 def test_single_prompt_prefill_matches_prefill_s():
+    """A step that only prefills is one prefill pass (it samples the first token in the same pass;
+    before chunked prefill it was also charged a decode pass)."""
     coeffs = LatencyCoeffs(a_p=2e-5, b_p=0.005, a_d=1e-4, c_d=1e-7, b_d=0.02, q_p=3e-9)
     batcher = ContinuousBatcher(coeffs, kv_capacity_tokens=100_000, max_num_seqs=8)
     batcher.add(Sequence("a", 700, 4))
     plan = batcher.plan_step()
-    assert abs(plan.step_s - (coeffs.prefill_s(700) + coeffs.decode_s(1, 700))) < 1e-12
+    assert abs(plan.step_s - coeffs.prefill_s(700)) < 1e-12

@@ -322,3 +322,42 @@ def test_a_dead_engine_core_raises_engine_dead(runner: Runner):
         runner.run(runner.engine.check_health())
     with pytest.raises(EngineDeadError):
         runner.collect(GenerateRequest("after-death", max_tokens=4, prompt=PROMPT))
+
+
+@pytest.mark.vllm
+def test_a_chat_reaches_vllm_as_exactly_the_chat_template(runner: Runner, tiny_model_dir):
+    """The router renders the chat (serving/prepare.py + the model's tokenizer); what vLLM ran,
+    as its RequestOutput reports it, is apply_chat_template(messages, add_generation_prompt=True),
+    and the counts the chunk carries (usage) are vLLM's."""
+    from hetserve.serving.openai_api import ChatCompletionRequest
+    from hetserve.serving.prepare import RequestPreparer
+    from hetserve.serving.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Once upon a time 你好"}]
+    prepared = RequestPreparer("tiny-llama", MAX_MODEL_LEN, 2048, tokenizer=tok).chat(
+        ChatCompletionRequest(model="tiny-llama", messages=messages, max_tokens=6, ignore_eos=True)
+    )
+    chunks = runner.collect(prepared.request)
+    expected = list(tok.hf.apply_chat_template(messages, add_generation_prompt=True)["input_ids"])
+    assert list(chunks[0].prompt_token_ids) == expected
+    assert chunks[-1].num_prompt_tokens == len(expected) == prepared.num_prompt_tokens
+    assert chunks[-1].num_output_tokens == len(output_ids(chunks)) == 6
+
+
+@pytest.mark.vllm
+def test_sampling_fields_pass_through_to_vllm(runner: Runner):
+    """logprobs come back per token (top alternatives ranked); min_tokens and stop_token_ids act."""
+    chunks = runner.collect(
+        GenerateRequest("lp-1", max_tokens=5, prompt=PROMPT, ignore_eos=True, logprobs=3, temperature=0.0)
+    )
+    items = [lp for c in chunks for lp in (c.logprobs or ())]
+    assert [lp.token_id for lp in items] == output_ids(chunks)
+    assert all(len(lp.top) == 3 and lp.logprob <= 0.0 for lp in items)
+    assert all(lp.top[0][2] >= lp.logprob for lp in items)  # greedy: the sampled one is the best
+    greedy = output_ids(runner.collect(GenerateRequest("ref-1", max_tokens=8, prompt=PROMPT, ignore_eos=True)))
+    stopped = runner.collect(
+        GenerateRequest("stopid-1", max_tokens=8, prompt=PROMPT, stop_token_ids=(greedy[2],), min_tokens=1)
+    )
+    assert stopped[-1].finish_reason == "stop" and output_ids(stopped)[-1] == greedy[2]
+    assert len(output_ids(stopped)) <= 3

@@ -22,14 +22,22 @@ def catalog():
 
 
 def test_steady_state_matches_the_design_formula():
+    """One prompt per slot, unchunked (1000 tokens fit the 8192-token budget): each of the B
+    slots cycles through one mixed step and l_out - 1 decode steps (engines/batching.py)."""
     b, l_in, l_out = 32, 1000.0, 250.0
     state = steady_state(COEFFS, b, WORKLOAD)
-    t_d = COEFFS.a_d * b + COEFFS.c_d * b * (l_in + l_out / 2) + COEFFS.b_d
-    t_p = COEFFS.a_p * l_in + COEFFS.q_p * l_in**2 + COEFFS.b_p
-    x_req = b / (l_out * t_d + b * t_p)
-    assert state.requests_per_s == pytest.approx(x_req)
-    assert state.output_tokens_per_s == pytest.approx(x_req * l_out)
-    assert state.tpot_s == pytest.approx(t_d + b / l_out * t_p)
+    ctx = l_in + l_out / 2
+
+    def t_d(n):
+        return COEFFS.a_d * n + COEFFS.c_d * n * ctx + COEFFS.b_d
+
+    t_p = COEFFS.a_p * (l_in + b - 1) + COEFFS.q_p * l_in**2 + COEFFS.b_p
+    t_mix = max(t_d(b - 1), t_p + COEFFS.c_d * (b - 1) * ctx)
+    m = b / l_out
+    cycle = l_out * t_d(b - m) + b * (t_mix - t_d(b - 1))
+    assert state.requests_per_s == pytest.approx(b / cycle)
+    assert state.output_tokens_per_s == pytest.approx(b / cycle * l_out)
+    assert state.tpot_s == pytest.approx(cycle / l_out)
 
 
 def test_bigger_batches_raise_throughput_and_tpot():

@@ -97,3 +97,34 @@ def test_vllm_instance_answers_openai_requests(vllm_app):
 
     rows = requests.get(f"{vllm_app}/v1/hetserve/instances", timeout=10).json()["data"]
     assert len(rows) == 1 and rows[0]["accelerator"] == "A100-SXM4-80GB"
+
+
+def test_vllm_app_uses_the_models_tokenizer_end_to_end(vllm_app, tiny_model):
+    """The router loads the vLLM model's tokenizer: a chat reaches vLLM as exactly the chat
+    template's ids (vLLM's own prompt_token_ids, returned with return_token_ids), usage is the
+    engine's count, and a CJK prompt counts what the tokenizer counts."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model), local_files_only=True)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Once upon a time"}]
+    chat = requests.post(
+        f"{vllm_app}/v1/chat/completions",
+        json={"model": MODEL, "messages": messages, "max_tokens": 5, "ignore_eos": True, "return_token_ids": True},
+        timeout=120,
+    ).json()
+    expected = list(tok.apply_chat_template(messages, add_generation_prompt=True)["input_ids"])
+    assert chat["prompt_token_ids"] == expected
+    assert chat["usage"]["prompt_tokens"] == len(expected)
+    assert chat["usage"]["completion_tokens"] == len(chat["choices"][0]["token_ids"]) == 5
+
+    cjk = "异构集群上的大语言模型服务。" * 3
+    done = requests.post(
+        f"{vllm_app}/v1/completions",
+        json={"model": MODEL, "prompt": cjk, "max_tokens": 4, "ignore_eos": True, "return_token_ids": True},
+        timeout=120,
+    ).json()
+    assert done["usage"]["prompt_tokens"] == len(tok.encode(cjk)) == len(done["prompt_token_ids"])
+    assert len(tok.encode(cjk)) > len(cjk) // 4
+
+    plan = requests.get(f"{vllm_app}/v1/hetserve/plan", timeout=10).json()
+    assert plan["tokenizer"]["in_use"] and plan["tokenizer"]["path"] == str(tiny_model)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sim_factories import FAST, make_instances, make_requests, scaled
 
+from hetserve.engines.batching import step_time_s
 from hetserve.records import LatencyCoeffs
 from hetserve.scheduling import make_policy
 from hetserve.sim import PlannedInstance, SimConfig, SimRequests, Simulator, simulate, summarize
@@ -28,11 +29,11 @@ def stream(arrivals, prompts, outputs, max_tokens: int = 2048) -> SimRequests:
 
 
 def test_one_request_takes_one_prefill_step_then_one_decode_step_per_token():
-    """First token after prefill(P) + decode(1, P); then one decode step per token, each pricing
-    the context as it grows (T_d(B=1, S=P+i))."""
+    """First token after one prefill step T_p(P) (it samples the first token); then one decode
+    step per token, each pricing the context as it grows (T_d(B=1, S=P+i))."""
     c = FAST
     res = simulate(one_instance(c), make_policy("round_robin"), stream([2.0], [500], [40]))
-    t = 2.0 + c.prefill_s(500) + c.decode_s(1, 500)
+    t = 2.0 + c.prefill_s(500)
     assert res.first_token_s[0] == pytest.approx(t, abs=1e-12)
     for i in range(1, 40):
         t += c.decode_s(1, 500 + i)
@@ -43,10 +44,11 @@ def test_one_request_takes_one_prefill_step_then_one_decode_step_per_token():
 
 def test_a_request_arriving_mid_step_waits_for_the_step_to_end():
     c = FAST
-    first_step = c.prefill_s(100) + c.decode_s(1, 100)
+    first_step = c.prefill_s(100)
     res = simulate(one_instance(c), make_policy("round_robin"), stream([0.0, first_step / 2], [100, 200], [5, 5]))
-    # Admitted at the end of the first step, prefilled together with the first request's decode.
-    second = first_step + c.prefill_s(200) + c.decode_s(2, 101 + 200)
+    # Admitted at the end of the first step, prefilled together with the first request's decode:
+    # one mixed step (engines/batching.py: step_time_s).
+    second = first_step + step_time_s(c, 200, 200**2, 1, 101)
     assert res.first_token_s[1] == pytest.approx(second, abs=1e-12)
 
 
