@@ -177,9 +177,39 @@ class RequestInfo:
     arrival_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class StepTotals:
+    """Sufficient statistics of every engine step since the engine started (cumulative, so a
+    report that is lost or late loses nothing: the reader differences consecutive reports).
+
+    Each step is a row x = (prefill tokens, 1 if any prefill, decode sequences, context tokens
+    held, 1 if any decode) with its wall duration y (engine time); rows are weighted 1/y (relative
+    error, as the planner's fits). `gram` is the upper triangle (row-major) of sum (x/y)(x/y)^T,
+    `moment` sum x/y, `sum_sq` sum (y/y)^2 (= steps). See hetserve/model/online_fit.py.
+    """
+
+    num_steps: int = 0
+    busy_s: float = 0.0  # engine-time seconds spent stepping
+    gram: tuple[float, ...] = ()
+    moment: tuple[float, ...] = ()
+    sum_sq: float = 0.0
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StepTotals:
+        return cls(**{**d, "gram": tuple(d.get("gram", ())), "moment": tuple(d.get("moment", ()))})
+
+
 @dataclass(slots=True)
 class InstanceStats:
-    """What an instance reports about itself (engine-measured), for routing and dashboards."""
+    """What an instance reports about itself (engine-measured), for routing and dashboards.
+
+    `steps`: what the engine's steps did (the online capacity fit reads it); `request_ids`: the
+    requests the engine holds (running or waiting) when the report was taken, so the router's
+    load tracker can tell a finished request from one that is still running whatever the delay
+    of the report.
+    """
 
     num_running: int = 0
     num_waiting: int = 0
@@ -188,6 +218,14 @@ class InstanceStats:
     output_tokens_per_s: float = 0.0  # measured over a recent window
     total_output_tokens: int = 0
     healthy: bool = True
+    steps: StepTotals | None = None
+    request_ids: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, dict):  # from asdict() through Serve's routing stats
+            self.steps = StepTotals.from_dict(self.steps)
+        if self.request_ids is not None and not isinstance(self.request_ids, tuple):
+            self.request_ids = tuple(self.request_ids)
 
     @property
     def kv_usage(self) -> float:

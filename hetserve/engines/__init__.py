@@ -57,6 +57,7 @@ class EngineSpec:
     stats_window_s: float = 10.0
     model_path: str | None = None
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    speed_factor: float = 1.0  # emulated only: steps take this many times the plan's coefficients
 
 
 def create_engine(kind: str, spec: EngineSpec) -> Engine:
@@ -75,6 +76,7 @@ def create_engine(kind: str, spec: EngineSpec) -> Engine:
             max_num_batched_tokens=spec.max_num_batched_tokens,
             time_scale=spec.time_scale,
             stats_window_s=spec.stats_window_s,
+            speed_factor=spec.speed_factor,
         )
     if kind == "vllm":
         model_path = spec.model_path or spec.model.hf_path

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hetserve.cluster import Cluster
 from hetserve.model import LatencyModel, memory_fit
 from hetserve.planner import search_plan
 from hetserve.records import LatencyCoeffs, Plan
 
-__all__ = ["InstanceSpec", "instances_for_cluster", "instances_from_plan"]
+__all__ = ["InstanceSpec", "instances_for_cluster", "instances_from_plan", "scale_coeffs", "with_true_speed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,48 @@ class InstanceSpec:
     predicted_tokens_per_s: float
     max_num_batched_tokens: int = 8192
     tp: int = 1
+    true_coeffs: LatencyCoeffs | None = None
+    """What the instance's steps really take, when it is not what the plan believes (`coeffs`,
+    the router's prior): a throttled card, another kernel, a plan that is off. None: the plan is
+    right."""
+    speed_changes: tuple[tuple[float, float], ...] = ()
+    """(time_s, factor): from the first stats tick at or after time_s, every step takes `factor`
+    times its true time (a mid-run slowdown is factor 2). Factors compound."""
+
+    @property
+    def run_coeffs(self) -> LatencyCoeffs:
+        """The coefficients the instance's steps run at from the start."""
+        return self.true_coeffs or self.coeffs
+
+    @property
+    def final_coeffs(self) -> LatencyCoeffs:
+        """The coefficients after every speed change (what saturating it at the end measures)."""
+        factor = 1.0
+        for _, f in self.speed_changes:
+            factor *= f
+        return scale_coeffs(self.run_coeffs, factor)
+
+    def settled(self) -> InstanceSpec:
+        """This instance at its final speed from t=0 (for saturation runs)."""
+        return replace(self, true_coeffs=self.final_coeffs, speed_changes=())
+
+
+def scale_coeffs(c: LatencyCoeffs, factor: float) -> LatencyCoeffs:
+    """Every step `factor` times as long."""
+    if factor == 1.0:
+        return c
+    return LatencyCoeffs(
+        a_p=c.a_p * factor, b_p=c.b_p * factor, a_d=c.a_d * factor,
+        c_d=c.c_d * factor, b_d=c.b_d * factor, q_p=c.q_p * factor,
+    )  # fmt: skip
+
+
+def with_true_speed(
+    spec: InstanceSpec, factor: float = 1.0, changes: tuple[tuple[float, float], ...] = ()
+) -> InstanceSpec:
+    """The instance with steps `factor` times slower than its plan believes (factor 3: the plan is
+    3x too optimistic; 1/3: 3x too pessimistic), and optional later speed changes."""
+    return replace(spec, true_coeffs=scale_coeffs(spec.coeffs, factor), speed_changes=tuple(changes))
 
 
 def instances_from_plan(plan: Plan, cluster: Cluster, latency_model: LatencyModel | None = None) -> list[InstanceSpec]:
