@@ -33,7 +33,7 @@ _RECENT_DONE_S = 30.0
 # EWMA weight of the request mix C is computed for (per dispatched prompt / completed output):
 # slower than the output estimate of Q, because C's sensitivity to a heavy-tailed mean output
 # would otherwise make it jitter by tens of percent.
-MIX_EWMA_ALPHA = 0.01
+MIX_EWMA_ALPHA = 0.003
 
 
 @dataclass(slots=True)
@@ -162,6 +162,9 @@ class LoadTracker:
         self._mix_counts = [0, 0]  # prompts, outputs seen: a running mean until 1/n < MIX_EWMA_ALPHA
         self._recent_done: dict[str, float] = {}
         self._recent_done_order: deque[tuple[float, str]] = deque()
+        self.num_forgotten = 0  # flights reconcile judged lost
+        self.num_dropped_running = 0  # of those, how many later streamed or completed (a wrong call)
+        self._forgotten: set[str] = set()
 
     # ---- instances -------------------------------------------------------------------------
     def add_instance(
@@ -258,6 +261,9 @@ class LoadTracker:
         the request may have been forgotten by `reconcile` or its instance removed)."""
         flight = self._flights.get(request_id)
         if flight is None or num_tokens <= 0:
+            if flight is None and request_id in self._forgotten:
+                self._forgotten.discard(request_id)
+                self.num_dropped_running += 1
             return
         before = flight.remaining
         flight.num_streamed += num_tokens
@@ -273,6 +279,9 @@ class LoadTracker:
         for rid in request_ids:
             f = flights.get(rid)
             if f is None:
+                if rid in self._forgotten:
+                    self._forgotten.discard(rid)
+                    self.num_dropped_running += 1
                 continue
             before = f.num_streamed
             streamed = before + num_tokens
@@ -294,6 +303,9 @@ class LoadTracker:
         updates the EWMA of output lengths."""
         flight = self._drop(request_id)
         if flight is None:
+            if request_id in self._forgotten:
+                self._forgotten.discard(request_id)
+                self.num_dropped_running += 1
             return
         self._recent_done[request_id] = now_s
         self._recent_done_order.append((now_s, request_id))
@@ -354,7 +366,7 @@ class LoadTracker:
             if f.instance_id == instance_id and f.dispatch_s < cutoff and rid not in held
         ]
         for rid in lost:
-            self._drop(rid)
+            self._forget(rid)
         flights, done = self._flights, self._recent_done
         inst.num_external = sum(1 for rid in held if rid not in flights and rid not in done)
 
@@ -366,8 +378,15 @@ class LoadTracker:
             if f.instance_id == instance_id and f.dispatch_s < cutoff
         )
         for _, rid in old[: max(0, len(old) - on_engine)]:
-            self._drop(rid)
+            self._forget(rid)
         inst.num_external = max(0, on_engine - inst.num_tracked)
+
+    def _forget(self, request_id: str) -> None:
+        if self._drop(request_id) is not None:
+            self.num_forgotten += 1
+            if len(self._forgotten) > 100_000:  # bounded: only a diagnostic
+                self._forgotten.clear()
+            self._forgotten.add(request_id)
 
     def _prune_recent(self, now_s: float) -> None:
         order, done = self._recent_done_order, self._recent_done

@@ -16,10 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from hetserve.records import LatencyCoeffs
+from hetserve.records import InstanceStats, LatencyCoeffs
+from hetserve.scheduling import LoadTracker, make_policy
 from hetserve.sim.instances import InstanceSpec, with_true_speed
+from hetserve.sim.simulator import SimConfig, SimResult, Simulator
+from hetserve.sim.workload import SimRequests
 
-__all__ = ["SCENARIOS", "make_scenario"]
+__all__ = ["SCENARIOS", "RecordingTracker", "convergence_time_s", "make_scenario", "run_recorded"]
 
 
 def _of_type(specs: Sequence[InstanceSpec], accelerator: str, f: Callable[[InstanceSpec], InstanceSpec]):
@@ -64,3 +67,51 @@ def make_scenario(name: str, specs: Sequence[InstanceSpec], target: str, change_
         return SCENARIOS[name](specs, target, change_s)
     except KeyError:
         raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
+
+
+class RecordingTracker(LoadTracker):
+    """A LoadTracker that logs every instance's C after each report: (report time, C)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.capacity_log: dict[str, list[tuple[float, float]]] = {}
+        self.output_log: list[tuple[float, float]] = []  # (report time, output-length estimate)
+
+    def reconcile(self, instance_id: str, stats: InstanceStats, now_s: float) -> None:
+        super().reconcile(instance_id, stats, now_s)
+        c = self._get(instance_id).view.capacity_tokens_per_s
+        self.capacity_log.setdefault(instance_id, []).append((now_s, c))
+        self.output_log.append((now_s, self.mean_output_tokens))
+
+
+def run_recorded(
+    specs: Sequence[InstanceSpec], policy: str, requests: SimRequests, config: SimConfig, seed: int = 0
+) -> tuple[SimResult, RecordingTracker]:
+    """One simulation whose tracker logs C per instance and report."""
+    tracker = RecordingTracker(
+        ewma_alpha=config.ewma_alpha,
+        default_output_tokens=config.default_output_tokens,
+        prefill_weight=config.prefill_weight,
+        learn_capacity=config.learn_capacity,
+    )
+    sim = Simulator(specs, make_policy(policy, seed), requests, config, tracker=tracker)
+    return sim.run(), tracker
+
+
+def convergence_time_s(
+    log: Sequence[tuple[float, float]], truth: float, start_s: float, end_s: float, rtol: float = 0.1
+) -> float:
+    """Seconds after `start_s` from which C stays within `rtol` of `truth` until `end_s`
+    (inf if it never does)."""
+    last_bad = start_s
+    seen = False
+    for t, c in log:
+        if t < start_s or t > end_s:
+            continue
+        seen = True
+        if abs(c - truth) > rtol * truth:
+            last_bad = t
+    if not seen or last_bad >= end_s:
+        return float("inf")
+    first_good = next((t for t, _ in log if t > last_bad), None)
+    return float("inf") if first_good is None or first_good > end_s else first_good - start_s
