@@ -44,5 +44,10 @@ def build(args: AppArgs = None) -> Application:
     """The hetserve application. With no args: the packaged laptop cluster on emulated engines."""
     app_args = load_app_args(args)
     cluster = _with_model(load_cluster(app_args.cluster_path), app_args.model)
-    plan = search_plan(cluster)
-    return build_application(cluster, plan, app_args)
+    latency_model = None
+    if app_args.profiles is not None:
+        from hetserve.profiles.sweep import latency_model_with
+
+        latency_model = latency_model_with(app_args.profiles)
+    plan = search_plan(cluster, latency_model=latency_model)
+    return build_application(cluster, plan, app_args, latency_model=latency_model)

@@ -17,6 +17,7 @@ from hetserve.catalog import ray_resource_name
 from hetserve.cluster import Cluster
 from hetserve.config import AppArgs
 from hetserve.engines import EngineSpec
+from hetserve.model import LatencyModel
 from hetserve.records import DeploymentPlan, Plan
 from hetserve.serving.engine_deployment import InstanceServer, InstanceSpec
 from hetserve.serving.replica_router import REQUEST_ROUTER_PATH
@@ -102,8 +103,14 @@ def _plan_view(plan: Plan, args: AppArgs, max_model_len: int) -> dict[str, Any]:
     }
 
 
-def build_application(cluster: Cluster, plan: Plan, args: AppArgs) -> Application:
-    """The Serve application for `plan` on `cluster`: instance deployments bound into the router."""
+def build_application(
+    cluster: Cluster, plan: Plan, args: AppArgs, latency_model: LatencyModel | None = None
+) -> Application:
+    """The Serve application for `plan` on `cluster`: instance deployments bound into the router.
+
+    `latency_model` is what the plan was priced with (default: the shipped profiles); each
+    deployment's coefficients from it are the router's prior for the online capacity fit."""
+    lm = latency_model or LatencyModel.default()
     if not plan.deployments:
         raise ValueError(f"plan for cluster {plan.cluster!r} has no deployments: nothing to serve")
     max_model_len = cluster.workload.max_request_tokens
@@ -126,6 +133,7 @@ def build_application(cluster: Cluster, plan: Plan, args: AppArgs) -> Applicatio
             stats_window_s=args.stats_window_s,
             model_path=args.vllm_model_path,
             engine_kwargs=dict(args.vllm_engine_kwargs),
+            speed_factor=args.emulated_speed.get(name, args.emulated_speed.get(dp.config.accelerator, 1.0)),
         )
         spec = InstanceSpec(name, args.engine, engine_spec, dp.prediction.output_tokens_per_s, args.stream_interval_s)
         instances[name] = serve.deployment(InstanceServer).options(**instance_deployment_options(dp, args)).bind(spec)
@@ -138,6 +146,7 @@ def build_application(cluster: Cluster, plan: Plan, args: AppArgs) -> Applicatio
                 predicted_tokens_per_s=dp.prediction.output_tokens_per_s,
                 kv_capacity_tokens=dp.prediction.kv_capacity_tokens,
                 max_num_seqs=dp.config.max_num_seqs,
+                coeffs=lm.coeffs(cluster.model, cluster.catalog.accelerator(dp.config.accelerator), dp.config.tp),
             )
         )
     router_spec = RouterSpec(
@@ -151,6 +160,7 @@ def build_application(cluster: Cluster, plan: Plan, args: AppArgs) -> Applicatio
         stats_period_s=args.stats_period_s,
         default_max_tokens=args.default_max_tokens,
         default_output_tokens=max(1, round(cluster.workload.mean_output_tokens)),
+        learn_capacity=args.learn_capacity,
     )
     router = serve.deployment(RouterIngress).options(
         name=ROUTER_DEPLOYMENT,

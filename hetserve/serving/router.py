@@ -25,7 +25,7 @@ from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from hetserve.engines.base import TokenChunk
-from hetserve.records import RequestInfo
+from hetserve.records import LatencyCoeffs, RequestInfo
 from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
 from hetserve.serving.engine_deployment import stats_from_routing
 from hetserve.serving.errors import RequestError, from_exception, from_validation_errors
@@ -73,6 +73,7 @@ class DeploymentInfo:
     predicted_tokens_per_s: float  # per instance, output tokens/s (plan)
     kv_capacity_tokens: int
     max_num_seqs: int | None = None  # engine batch limit: lets C learn from batch-limited saturation
+    coeffs: LatencyCoeffs | None = None  # the plan's step-time coefficients: the online fit's prior
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class RouterSpec:
     default_max_tokens: int = 256
     default_output_tokens: int = 256
     startup_timeout_s: float = 60.0
+    learn_capacity: bool = True  # the online capacity fit (False: C stays at the plan's prediction)
 
 
 @dataclass(slots=True)
@@ -132,7 +134,13 @@ class RouterServer:
         # so fills the instance directory before the first request.
         self._handles = {name: h.options(stream=True) for name, h in instances.items()}
         self._policy = make_policy(spec.policy, seed=spec.seed)
-        self._tracker = LoadTracker(default_output_tokens=spec.default_output_tokens)
+        self._tracker = LoadTracker(
+            default_output_tokens=spec.default_output_tokens,
+            learn_capacity=spec.learn_capacity,
+            # Reports are dated when the engine took them; a request dispatched within about a
+            # period of that may not have reached the engine yet.
+            report_grace_s=max(1.0, 2.0 * spec.stats_period_s),
+        )
         self._instances: dict[str, _Instance] = {}
         self._metrics = RouterMetrics()
         self._created_s = int(time.time())
@@ -163,6 +171,7 @@ class RouterServer:
                         dep.predicted_tokens_per_s,
                         kv,
                         max_num_seqs=dep.max_num_seqs,
+                        coeffs=dep.coeffs,
                     )
                     inst = _Instance(
                         snap.instance_id,
@@ -190,6 +199,7 @@ class RouterServer:
                     inst = self._instances.get(view.instance_id)
                     if inst is not None:
                         self._metrics.load(inst.tags, view.outstanding_tokens, view.capacity_tokens_per_s)
+                        self._metrics.fit(inst.tags, self._tracker.fit_summary(view.instance_id))
             except Exception:  # keep reconciling: one bad report must not stop the loop
                 logger.exception("hetserve router: reconcile failed")
             await asyncio.sleep(self._spec.stats_period_s)
@@ -346,6 +356,9 @@ class RouterServer:
                     "measured_output_tokens_per_s": stats.output_tokens_per_s if stats else None,
                     "total_output_tokens": stats.total_output_tokens if stats else None,
                     "router": self._router_id,
+                    # What C rests on: fitted coefficients, speed vs plan, step-time error of the
+                    # fit and of the plan (measured vs predicted), C's uncertainty and mix.
+                    **self._tracker.fit_summary(view.instance_id),
                 }
             )
         return out

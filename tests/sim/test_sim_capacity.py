@@ -12,7 +12,7 @@ HETSERVE_TEST_LEARN=0 switches capacity learning off (see benchmarks/capacity.md
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 
 import pytest
 from sim_factories import make_instances, make_requests
@@ -28,7 +28,7 @@ CONVERGENCE_S = 30.0
 NUM_REQUESTS = 3000
 
 
-@lru_cache(maxsize=None)
+@cache
 def _setup(scenario: str, load: float):
     reqs = make_requests(1.0, NUM_REQUESTS, seed=11)
     plan_view = make_instances([1, 1, 2.5, 2.5], requests=reqs)  # seeds = the plan's predictions
@@ -40,7 +40,7 @@ def _setup(scenario: str, load: float):
     return specs, stream, bound, scale, change_s
 
 
-@lru_cache(maxsize=None)
+@cache
 def _run(scenario: str, load: float, policy: str, learn: bool):
     specs, stream, bound, scale, change_s = _setup(scenario, load)
     result, tracker = run_recorded(specs, policy, stream, SimConfig(learn_capacity=learn))
