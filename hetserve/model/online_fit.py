@@ -47,7 +47,7 @@ _N = len(FEATURES)
 _TRI = [(i, j) for i in range(_N) for j in range(i, _N)]
 
 # Steps older than this much engine busy time weigh half (the forgetting of `OnlineFit`).
-DEFAULT_HALF_LIFE_S = 6.0
+DEFAULT_HALF_LIFE_S = 4.0
 # Strength of the prior, in steps' worth of relative squared error per coefficient.
 DEFAULT_PRIOR_STEPS = 5.0
 
