@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         engine_window_s = args.window_s / args.time_scale
         for num_clients, policy in [(n, p) for n in loads for p in policies]:
             app_args = load_app_args({"policy": policy, "time_scale": args.time_scale, "stats_period_s": 1.0})
-            handle = serve.run(build_application(cluster.model, plan, app_args), name=f"bench-{policy}", route_prefix=None)
+            handle = serve.run(
+                build_application(cluster.model, plan, app_args), name=f"bench-{policy}", route_prefix=None
+            )
             before, after, lat = asyncio.run(run_load(handle, request, num_clients, args.warmup_s, args.window_s))
             serve.delete(f"bench-{policy}")
             b = {r["instance_id"]: r for r in before}
@@ -170,10 +172,7 @@ def write_report(args, cluster, plan, bound, loads, request, rows, wall_min, loa
         "",
         f"- Cluster `{Path(args.cluster).name}` as a local multi-node Ray cluster (one Ray node per config node, "
         "labelled by accelerator type), planned by `search_plan`: "
-        + ", ".join(
-            f"{d.num_instances}x {d.name} (batch {d.prediction.batch_size})"
-            for d in plan.deployments
-        )
+        + ", ".join(f"{d.num_instances}x {d.name} (batch {d.prediction.batch_size})" for d in plan.deployments)
         + f"; model {cluster.model.name}.",
         "- The app is `hetserve.serving.builder.build_application` (what `serve run hetserve.app:build` deploys): "
         "one router replica (policy + LoadTracker), one Serve replica per instance, each request sent to the exact "

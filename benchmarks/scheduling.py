@@ -118,9 +118,7 @@ def run_matrix(args) -> list[dict]:
                     "num_clipped": base.num_clipped,
                     "copies": copies,
                     "trace_requests": len(base),
-                    "plan": ", ".join(
-                        f"{d.num_instances}x {d.name}" for d in plan.deployments
-                    ),
+                    "plan": ", ".join(f"{d.num_instances}x {d.name}" for d in plan.deployments),
                     "offered_bound": {
                         "output_tokens_per_s": cmp.offered.output_tokens_per_s,
                         "requests_per_s": cmp.offered.requests_per_s,

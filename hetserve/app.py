@@ -64,8 +64,14 @@ def resolve_plan(args: AppArgs) -> tuple[ModelSpec, Plan]:
         plan = load_plan(args.plan)
         return _planned_model(plan, args), plan
     cluster = _with_model(load_cluster(args.cluster_path), args.model)
+    latency_model = None
+    if args.profiles is not None:  # measured profiles (`hetserve profile`) take precedence
+        from hetserve.profiles.sweep import latency_model_with
+
+        latency_model = latency_model_with(args.profiles)
     plan = search_plan(
         cluster,
+        latency_model=latency_model,
         objective=args.objective,
         target_output_tokens_per_s=args.target_tokens_per_s,
         mixed_partitions=args.mixed_partitions,

@@ -326,6 +326,21 @@ class AppArgs(_Edge):
         le=1,
         description="vLLM engine: Ray GPUs reserved per accelerator device; 0 for the vLLM CPU tier.",
     )
+    profiles: str | None = Field(
+        default=None,
+        description="Profile file (from `hetserve profile`) whose profiles the plan and the router's priors use "
+        "ahead of the shipped ones.",
+    )
+    learn_capacity: bool = Field(
+        default=True,
+        description="Fit each instance's step-time model online from its engine's step records (False: C stays "
+        "at the plan's prediction).",
+    )
+    emulated_speed: dict[str, float] = Field(
+        default_factory=dict,
+        description="Emulated engine: true step-time factor per deployment name or accelerator type (2 = twice as "
+        "slow as the plan believes; a JSON object string is accepted).",
+    )
 
     @field_validator("policy")
     @classmethod
@@ -335,7 +350,15 @@ class AppArgs(_Edge):
             raise ValueError(f"unknown scheduling policy {value!r}; known: {', '.join(names)}")
         return value
 
-    @field_validator("vllm_engine_kwargs", mode="before")
+    @field_validator("emulated_speed")
+    @classmethod
+    def _positive_speeds(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not v > 0]
+        if bad:
+            raise ValueError(f"speed factors must be > 0 (got {', '.join(f'{k}={value[k]}' for k in bad)})")
+        return value
+
+    @field_validator("vllm_engine_kwargs", "emulated_speed", mode="before")
     @classmethod
     def _kwargs_from_json(cls, value: Any) -> Any:
         # `serve run ... key=value` passes strings; a JSON object is the only way to give a dict there.

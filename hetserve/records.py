@@ -5,7 +5,7 @@ Plain Python only (no ray, no vllm): the planner, simulator and live router all 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 # vLLM's default per-step token budget; the one default every engine, the planner and the simulator share.
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
@@ -46,6 +46,15 @@ class LatencyCoeffs:
         if num_seqs <= 0:
             return 0.0
         return self.a_d * num_seqs + self.c_d * num_context_tokens + self.b_d
+
+    def scaled(self, factor: float) -> LatencyCoeffs:
+        """Every step `factor` times as long (a card `factor` times slower)."""
+        if factor == 1.0:
+            return self
+        return LatencyCoeffs(
+            a_p=self.a_p * factor, b_p=self.b_p * factor, a_d=self.a_d * factor,
+            c_d=self.c_d * factor, b_d=self.b_d * factor, q_p=self.q_p * factor,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +154,29 @@ class PlannedInstance:
     tp: int = 1
     coeffs_source: str = ""
     node: str = ""
+    # What-if studies (simulator only): what the instance's steps really take when the plan is
+    # wrong (a throttled card, another kernel), and later speed changes (time_s, factor) applied
+    # from the first stats tick at or after time_s (a mid-run slowdown is factor 2; they compound).
+    # The plan's `coeffs` stay the router's prior.
+    true_coeffs: LatencyCoeffs | None = None
+    speed_changes: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def run_coeffs(self) -> LatencyCoeffs:
+        """The coefficients the instance's steps run at from the start."""
+        return self.true_coeffs or self.coeffs
+
+    @property
+    def final_coeffs(self) -> LatencyCoeffs:
+        """The coefficients after every speed change (what saturating it at the end measures)."""
+        factor = 1.0
+        for _, f in self.speed_changes:
+            factor *= f
+        return self.run_coeffs.scaled(factor)
+
+    def settled(self) -> PlannedInstance:
+        """This instance at its final speed from t=0 (for saturation runs)."""
+        return replace(self, true_coeffs=self.final_coeffs, speed_changes=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,9 +338,39 @@ class RequestInfo:
     arrival_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class StepTotals:
+    """Sufficient statistics of every engine step since the engine started (cumulative, so a
+    report that is lost or late loses nothing: the reader differences consecutive reports).
+
+    Each step is a row x = (prefill tokens, 1 if any prefill, decode sequences, context tokens
+    held, 1 if any decode) with its wall duration y (engine time); rows are weighted 1/y (relative
+    error, as the planner's fits). `gram` is the upper triangle (row-major) of sum (x/y)(x/y)^T,
+    `moment` sum x/y, `sum_sq` sum (y/y)^2 (= steps). See hetserve/model/online_fit.py.
+    """
+
+    num_steps: int = 0
+    busy_s: float = 0.0  # engine-time seconds spent stepping
+    gram: tuple[float, ...] = ()
+    moment: tuple[float, ...] = ()
+    sum_sq: float = 0.0
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StepTotals:
+        return cls(**{**d, "gram": tuple(d.get("gram", ())), "moment": tuple(d.get("moment", ()))})
+
+
 @dataclass(slots=True)
 class InstanceStats:
-    """What an instance reports about itself (engine-measured), for routing and dashboards."""
+    """What an instance reports about itself (engine-measured), for routing and dashboards.
+
+    `steps`: what the engine's steps did (the online capacity fit reads it); `request_ids`: the
+    requests the engine holds (running or waiting) when the report was taken, so the router's
+    load tracker can tell a finished request from one that is still running whatever the delay
+    of the report.
+    """
 
     num_running: int = 0
     num_waiting: int = 0
@@ -317,6 +379,14 @@ class InstanceStats:
     output_tokens_per_s: float = 0.0  # measured over a recent window
     total_output_tokens: int = 0
     healthy: bool = True
+    steps: StepTotals | None = None
+    request_ids: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, dict):  # from asdict() through Serve's routing stats
+            self.steps = StepTotals.from_dict(self.steps)
+        if self.request_ids is not None and not isinstance(self.request_ids, tuple):
+            self.request_ids = tuple(self.request_ids)
 
     @property
     def kv_usage(self) -> float:

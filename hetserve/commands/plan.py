@@ -40,8 +40,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also split a node into instances of different TP (e.g. 4+2+2 on 8 accelerators)",
     )
+    p.add_argument(
+        "--profiles",
+        default=None,
+        metavar="FILE",
+        help="profile file (from `hetserve profile`) whose profiles take precedence over the shipped ones",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
     p.set_defaults(func=run)
+
+
+def _latency_model(profiles: str | None):
+    if profiles is None:
+        return None
+    from hetserve.profiles.sweep import latency_model_with
+
+    return latency_model_with(profiles)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         objective=args.objective,
         target_output_tokens_per_s=args.target_tokens_per_s,
         mixed_partitions=args.mixed_partitions,
+        latency_model=_latency_model(getattr(args, "profiles", None)),
     )
     if args.json:
         json.dump(plan_to_json(plan), sys.stdout, indent=2)

@@ -23,6 +23,7 @@ from hetserve.engines.base import (
     UnsupportedParameterError,
 )
 from hetserve.engines.batching import ContinuousBatcher, Sequence
+from hetserve.model.online_fit import StepAccumulator
 from hetserve.records import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_STATS_WINDOW_S, InstanceStats, LatencyCoeffs
 
 __all__ = ["EmulatedEngine", "check_supported", "placeholder_token", "vocabulary_token"]
@@ -84,6 +85,12 @@ class EmulatedEngine(Engine):
     `time_scale` < 1 runs the accelerator faster than life (tests). Reported tokens/s are in the
     emulated accelerator's time (wall rate x time_scale), so they compare with the plan's
     prediction whatever the scale.
+
+    `speed_factor` makes the emulated accelerator's steps take that many times what `coeffs`
+    say (a card slower or faster than the plan believes; `set_speed_factor` changes it mid-run).
+    Every step is recorded (`StepAccumulator`: its duration in accelerator time, prefill tokens,
+    decode sequences, context tokens) and reported with the stats, as are the ids of the
+    requests the engine holds.
     """
 
     def __init__(
@@ -100,12 +107,15 @@ class EmulatedEngine(Engine):
         max_lag_s: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
         output_token_ids: tuple[int, ...] = (),
+        speed_factor: float = 1.0,
     ):
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0 (got {time_scale})")
         if kv_capacity_tokens < 2:
             raise ValueError(f"kv_capacity_tokens must be >= 2 (got {kv_capacity_tokens})")
         self.coeffs = coeffs
+        self.set_speed_factor(speed_factor)
+        self._steps = StepAccumulator()
         self.max_model_len = max_model_len
         self.time_scale = time_scale
         self.vocab_size = vocab_size
@@ -128,6 +138,12 @@ class EmulatedEngine(Engine):
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self._dead: BaseException | None = None
+
+    def set_speed_factor(self, factor: float) -> None:
+        """From the next step on, steps take `factor` times what the coefficients say."""
+        if factor <= 0:
+            raise ValueError(f"speed_factor must be > 0 (got {factor})")
+        self.speed_factor = float(factor)
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -162,9 +178,11 @@ class EmulatedEngine(Engine):
             now_s = self._clock()
             if deadline_s is None or now_s - deadline_s > self._max_lag_s:
                 deadline_s = now_s
-            deadline_s += plan.step_s * self.time_scale
+            step_s = plan.step_s * self.speed_factor  # accelerator time of this step
+            deadline_s += step_s * self.time_scale
             await asyncio.sleep(max(0.0, deadline_s - self._clock()))
             end_s = self._clock()
+            self._steps.add_step(plan.num_prefill_tokens, plan.num_decode_seqs, plan.num_context_tokens, step_s)
             result = self._batcher.complete_step(plan, now_s=end_s)
             self._record(end_s, len(result.emitted))
             for seq in result.emitted:
@@ -279,6 +297,8 @@ class EmulatedEngine(Engine):
             output_tokens_per_s=rate,
             total_output_tokens=self._total_output_tokens,
             healthy=self._dead is None and self._task is not None,
+            steps=self._steps.totals(),
+            request_ids=tuple(self._streams),
         )
 
     async def check_health(self) -> None:

@@ -36,6 +36,7 @@ class EngineSpec:
     model_path: str | None = None
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     output_token_ids: tuple[int, ...] = ()  # emulated: ids to emit (a real tokenizer's), else placeholders
+    speed_factor: float = 1.0  # emulated only: steps take this many times the plan's coefficients
 
     @property
     def accelerator(self) -> str:
@@ -58,6 +59,7 @@ def create_engine(kind: str, spec: EngineSpec) -> Engine:
             stats_window_s=spec.stats_window_s,
             vocab_size=spec.model.vocab_size,
             output_token_ids=spec.output_token_ids,
+            speed_factor=spec.speed_factor,
         )
     if kind == "vllm":
         model_path = spec.model_path or spec.model.hf_path

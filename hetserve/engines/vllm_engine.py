@@ -22,6 +22,7 @@ from hetserve.engines.base import (
     TokenChunk,
     TokenLogprob,
 )
+from hetserve.model.online_fit import StepAccumulator
 from hetserve.records import InstanceStats
 
 __all__ = ["EngineStatsWindow", "VLLMEngine"]
@@ -50,12 +51,20 @@ class EngineStatsWindow:
         self.kv_usage = 0.0  # fraction of KV blocks in use, as vLLM's scheduler reports it
         self.kv_capacity_tokens = 0
         self.num_steps_recorded = 0
+        self.steps = StepAccumulator()  # every engine step vLLM timed (see record_step)
 
     def record_scheduler(self, num_running: int, num_waiting: int, kv_usage: float) -> None:
         self.num_running = num_running
         self.num_waiting = num_waiting
         self.kv_usage = kv_usage
         self.num_steps_recorded += 1
+
+    def record_step(self, num_prefill_tokens: int, num_decode_seqs: int, elapsed_s: float) -> None:
+        """One engine-core step as vLLM's SchedulerIterationDetails describe it: tokens of
+        requests still in their prefill (chunks included), sequences decoding, and the step's
+        elapsed time measured by the engine core. Context tokens held are the KV cache use at
+        the step (vLLM reports the fraction; the block count converts it)."""
+        self.steps.add_step(num_prefill_tokens, num_decode_seqs, self.kv_used_tokens, elapsed_s)
 
     def record_tokens(self, num_tokens: int) -> None:
         if num_tokens <= 0:
@@ -86,7 +95,10 @@ def _make_stat_logger_factory(window: EngineStatsWindow) -> Callable[..., Any]:
 
     vLLM calls `record()` from AsyncLLM's output handler (the replica's event loop) after every
     batch of engine-core outputs, with the scheduler's SchedulerStats (running, waiting, KV usage
-    fraction) and the frontend's IterationStats (tokens generated in that step).
+    fraction) and the frontend's IterationStats (tokens generated in that step). With
+    `enable_logging_iteration_details` (set in `engine_args`), SchedulerStats also carries
+    `iteration_details` (vLLM 0.32: num_ctx_requests/num_ctx_tokens, num_generation_requests/
+    num_generation_tokens, elapsed_ms of the step): the step records of the online capacity fit.
     """
     from vllm.v1.metrics.loggers import StatLoggerBase
 
@@ -104,6 +116,11 @@ def _make_stat_logger_factory(window: EngineStatsWindow) -> Callable[..., Any]:
                     scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs,
                     scheduler_stats.kv_cache_usage,
                 )
+                details = getattr(scheduler_stats, "iteration_details", None)
+                if details is not None and not details.is_dummy and details.elapsed_ms > 0:
+                    window.record_step(
+                        details.num_ctx_tokens, details.num_generation_requests, details.elapsed_ms / 1e3
+                    )
             if iteration_stats is not None:
                 window.record_tokens(iteration_stats.num_generation_tokens)
 
@@ -190,6 +207,7 @@ class VLLMEngine(Engine):
         self._engine = None  # vllm.v1.engine.async_llm.AsyncLLM once started
         self._window: EngineStatsWindow | None = None
         self._shut_down = False
+        self._in_flight: set[str] = set()  # requests inside generate(): the ids the router reconciles
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -206,6 +224,8 @@ class VLLMEngine(Engine):
             # Our stat logger still runs: vLLM enables stats when custom loggers are given, it
             # only drops its periodic log lines.
             "disable_log_stats": True,
+            # Per-step SchedulerIterationDetails for the online capacity fit (see the logger).
+            "enable_logging_iteration_details": True,
         }
         if self.tp > 1:
             kwargs["distributed_executor_backend"] = "ray"
@@ -318,6 +338,7 @@ class VLLMEngine(Engine):
         stream = engine.generate(engine_input, self._sampling_params(request), request.request_id)
         num_output_tokens = 0
         first = True
+        self._in_flight.add(request.request_id)
         try:
             async for output in stream:
                 completion = output.outputs[0]
@@ -354,6 +375,7 @@ class VLLMEngine(Engine):
             raise EngineError(f"request {request.request_id} failed in vLLM: {exc!r}") from exc
         finally:
             # A consumer that stops early closes us; closing vLLM's generator aborts the request.
+            self._in_flight.discard(request.request_id)
             await stream.aclose()
 
     async def abort(self, request_id: str) -> None:
@@ -375,6 +397,8 @@ class VLLMEngine(Engine):
             output_tokens_per_s=window.output_tokens_per_s(),
             total_output_tokens=window.total_output_tokens,
             healthy=not engine.errored,
+            steps=window.steps.totals(),
+            request_ids=tuple(self._in_flight),
         )
 
     def count_prompt_tokens(self, prompt: str) -> int:

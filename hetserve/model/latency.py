@@ -35,6 +35,7 @@ __all__ = [
     "Resolved",
     "fit_decode",
     "fit_efficiency",
+    "fit_nonneg",
     "fit_prefill",
     "fit_profile",
     "fit_profiles",
@@ -59,21 +60,47 @@ ENGINE_PREFERENCE: tuple[str, ...] = ("vllm-0.14", "vllm-0.4", "splitwise")
 _HALF_PRECISION = ("bfloat16", "float16")
 
 
-def _lstsq_nonneg(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted least squares with every coefficient >= 0 (a step cannot get faster with more work).
+def fit_nonneg(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    prior: np.ndarray | None = None,
+    prior_weight: np.ndarray | None = None,
+) -> np.ndarray:
+    """THE least-squares fit of step-time coefficients: the planner's profiles (`fit_prefill`,
+    `fit_decode`, `fit_efficiency`) and the router's online per-instance fit
+    (`hetserve.model.online_fit`) both call it.
 
-    Active set: a coefficient that comes out negative is pinned to 0 and the rest refitted.
+    Weighted least squares min sum (w*(x.c - y))^2 with every coefficient >= 0 (a step cannot get
+    faster with more work), optionally regularised toward `prior`: one extra row per coefficient
+    j with `prior_weight[j] > 0`, sqrt(prior_weight[j]) * (c_j - prior_j) (a ridge centred on the
+    prior; weight 0 leaves c_j to the data). Active set: a coefficient that comes out negative is
+    pinned to 0 and the rest refitted.
     """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    w = np.asarray(w, dtype=float)
+    rows, target = x * w[:, None], y * w
+    if prior is not None and prior_weight is not None:
+        keep = np.asarray(prior_weight, dtype=float) > 0
+        root = np.sqrt(np.asarray(prior_weight, dtype=float)[keep])
+        rows = np.vstack([rows, np.eye(x.shape[1])[keep] * root[:, None]])
+        target = np.concatenate([target, np.asarray(prior, dtype=float)[keep] * root])
     active = list(range(x.shape[1]))
     coef = np.zeros(x.shape[1])
     while active:
-        sol, *_ = np.linalg.lstsq(x[:, active] * w[:, None], y * w, rcond=None)
+        sol, *_ = np.linalg.lstsq(rows[:, active], target, rcond=None)
         if (sol >= 0).all():
             coef[:] = 0.0
             coef[active] = sol
             return coef
         active.pop(int(np.argmin(sol)))
     return coef
+
+
+def _lstsq_nonneg(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """`fit_nonneg` without a prior (the offline profile fits)."""
+    return fit_nonneg(x, y, w)
 
 
 def _weights(y: np.ndarray, relative: bool) -> np.ndarray:

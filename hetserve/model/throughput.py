@@ -9,7 +9,7 @@ from hetserve.config import AcceleratorSpec, ModelSpec, SLOSpec
 from hetserve.model.memory import memory_fit
 from hetserve.records import InstancePrediction, LatencyCoeffs, Workload
 
-__all__ = ["Workload", "predict_instance", "steady_state"]
+__all__ = ["Workload", "predict_instance", "saturated_batch", "steady_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,13 @@ def steady_state(
     return SteadyState(b, x_req, x_req * l_out, n * step_s, step_s)
 
 
+def saturated_batch(kv_capacity_tokens: int, max_num_seqs: int, wl: Workload) -> int:
+    """The batch a saturated instance holds: max_num_seqs, or fewer when the KV cache fills
+    first (each sequence sized at its full prompt + output)."""
+    per_seq = wl.mean_input_tokens + wl.mean_output_tokens
+    return max(1, min(max_num_seqs, math.floor(kv_capacity_tokens / per_seq)))
+
+
 def predict_instance(
     model: ModelSpec,
     accel: AcceleratorSpec,
@@ -67,7 +74,7 @@ def predict_instance(
     if not fit.feasible:
         return InstancePrediction(False, fit.reason, fit.kv_capacity_tokens, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
     per_seq = workload.mean_input_tokens + workload.mean_output_tokens
-    b_max = max(1, min(max_num_seqs, math.floor(fit.kv_capacity_tokens / per_seq)))
+    b_max = saturated_batch(fit.kv_capacity_tokens, max_num_seqs, workload)
     state = steady_state(coeffs, b_max, workload)
     if slo is not None and (slo.tpot_ms or slo.ttft_ms):
 

@@ -52,6 +52,7 @@ class InstanceView:
     prefill_weight, mean_output_tokens: the units of Q, so that a policy prices a new request
         exactly as the load tracker does (see `estimate_work`).
     mean_work_tokens: the work of a typical request in the same units (recent mean of w).
+    measured_tokens_per_s, num_waiting: the engine's own last report (a stats period old).
     """
 
     instance_id: str
@@ -67,6 +68,8 @@ class InstanceView:
     prefill_weight: float = DEFAULT_PREFILL_WEIGHT
     mean_output_tokens: float = DEFAULT_OUTPUT_TOKENS
     mean_work_tokens: float = DEFAULT_PREFILL_WEIGHT * 1024 + DEFAULT_OUTPUT_TOKENS
+    measured_tokens_per_s: float = 0.0  # the engine's last reported output tokens/s (its recent window)
+    num_waiting: int = 0  # the engine's waiting queue at its last report
 
     def can_hold(self, request: RequestInfo) -> bool:
         """KV filter: the request's prompt plus its max output must fit in an empty cache (a
@@ -131,6 +134,7 @@ class SchedulingPolicy(abc.ABC):
 
 
 def policy_names() -> list[str]:
+    import hetserve.scheduling.gateway_policies  # noqa: F401  (registers the gateway baselines)
     import hetserve.scheduling.policies  # noqa: F401  (registers the built-in policies)
 
     return sorted(SchedulingPolicy._registry)

@@ -5,11 +5,16 @@ Plain Python: no ray import and no clock (every call gets `now_s`).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from hetserve.records import InstanceStats, RequestInfo
+from hetserve.records import InstanceStats, LatencyCoeffs, RequestInfo
 from hetserve.scheduling.base import DEFAULT_PREFILL_WEIGHT, InstanceView, estimate_work
+
+if TYPE_CHECKING:  # imported lazily: hetserve.config imports this package for the policy names
+    from hetserve.model.online_fit import CapacityEstimate, OnlineFit
 
 __all__ = ["LoadTracker"]
 
@@ -19,6 +24,16 @@ SATURATED_BATCH_FRACTION = 0.95
 # Measured capacity never falls below this fraction of the plan's seed: one odd window (all
 # prefill, a stalled engine) must not make an instance look dead for the next minutes.
 MIN_CAPACITY_FRACTION = 0.05
+# A flight is only judged lost when a report taken this long after its dispatch lacks it: a
+# request sent just before the engine took its report may not have reached the engine yet.
+DEFAULT_REPORT_GRACE_S = 1.0
+# Ids of requests completed here are remembered this long, so a report taken before their
+# completion reached us does not count them as another router's work.
+_RECENT_DONE_S = 30.0
+# EWMA weight of the request mix C is computed for (per dispatched prompt / completed output):
+# slower than the output estimate of Q, because C's sensitivity to a heavy-tailed mean output
+# would otherwise make it jitter by tens of percent.
+MIX_EWMA_ALPHA = 0.003
 
 
 @dataclass(slots=True)
@@ -64,6 +79,9 @@ class _Instance:
     last_total_tokens: int = 0
     last_rate: float = 0.0
     has_counter: bool = False
+    prior: LatencyCoeffs | None = None  # the plan's step-time coefficients (None: saturated-stretch rule)
+    fit: OnlineFit | None = None
+    estimate: CapacityEstimate | None = None
 
 
 class LoadTracker:
@@ -73,7 +91,18 @@ class LoadTracker:
     min(max_tokens, EWMA of observed output lengths); the first streamed token removes the prefill
     part, every streamed token one unit of output, completion the rest.
 
-    C (capacity, output tokens/s): seeded from the plan's prediction. An idle instance delivers 0
+    C (capacity, output tokens/s), when `add_instance` is given the plan's step-time coefficients
+    (`coeffs`) and learning is on: every engine report carries the sufficient statistics of the
+    engine's steps (duration, prefill tokens, decode sequences, context tokens; `StepTotals`), an
+    `OnlineFit` per instance refits the coefficients (forgetting, regularised toward the plan's),
+    and C is the throughput model's steady-state output tokens/s of that instance at its saturated
+    batch for the request mix this tracker currently observes (EWMAs of prompt lengths at dispatch
+    and output lengths at completion). C so follows the instance's measured speed at any load,
+    and follows the mix. Until an instance has reported steps, its C is the plan's coefficients
+    scaled by its deployment's measured speed (else the median over all).
+    `learn_capacity=False` freezes C at the plan's prediction (the ablation).
+
+    Without coefficients (legacy callers) C is seeded from the plan's prediction. An idle instance delivers 0
     tokens/s and must not look slow, and a short window is biased by its phase (prefill bursts
     deliver few output tokens, decode-only stretches many), so C moves only on long saturated
     stretches. A report is saturated when requests wait AND the batch is at its limit: KV usage
@@ -86,10 +115,17 @@ class LoadTracker:
     seed is scaled by the ratio learned on their deployment, else the median ratio (see
     `_refresh_capacities`).
 
-    Drift: `reconcile` compares the engine's running+waiting count with the requests this tracker
-    believes are in flight there. Fewer on the engine: the oldest flights dispatched before the
-    previous report are forgotten (their completion was lost). More on the engine: work this
-    tracker did not dispatch (another router replica) is counted at the mean work per request.
+    Drift: `reconcile(instance, stats, report_s)` is dated when the engine took the report, which
+    may be a stats period before it reaches the tracker. With the engine's request ids (both
+    engines send them): a flight dispatched at least `report_grace_s` before the report and absent
+    from it has finished on the engine and its completion was lost, so it is forgotten (without
+    feeding its partial output into the output-length EWMA); a flight dispatched later is kept
+    whatever the report says, so no running request is dropped for a late report. Ids on the
+    engine that this tracker neither has in flight nor completed recently are another router's
+    work, counted at the mean work per request. Without ids (counts only), the flights dispatched
+    before report_s - grace are compared with the engine's running+waiting count, and only the
+    excess is forgotten, oldest first: requests dispatched later or completed after the report
+    can only make the engine's count look larger, never make a running request look lost.
     KV usage in the view is the engine's last report.
     """
 
@@ -100,6 +136,9 @@ class LoadTracker:
         prefill_weight: float | None = None,
         output_ewma_alpha: float = 0.05,
         capacity_window_s: float = 10.0,
+        learn_capacity: bool = True,
+        report_grace_s: float = DEFAULT_REPORT_GRACE_S,
+        fit_half_life_s: float | None = None,
     ):
         if not 0.0 < ewma_alpha <= 1.0 or not 0.0 < output_ewma_alpha <= 1.0:
             raise ValueError(f"EWMA weights must lie in (0, 1] (got {ewma_alpha}, {output_ewma_alpha})")
@@ -115,6 +154,17 @@ class LoadTracker:
         self._order: list[_Instance] = []  # sorted by instance_id
         self._flights: dict[str, _Flight] = {}
         self._last_reconcile_s: dict[str, float] = {}
+        self.learn_capacity = learn_capacity
+        self.report_grace_s = report_grace_s
+        self.fit_half_life_s = fit_half_life_s
+        self.mean_prompt_tokens: float | None = None  # EWMA of dispatched prompts (the mix)
+        self.mix_output_tokens = float(default_output_tokens)  # EWMA of completed outputs (the mix)
+        self._mix_counts = [0, 0]  # prompts, outputs seen: a running mean until 1/n < MIX_EWMA_ALPHA
+        self._recent_done: dict[str, float] = {}
+        self._recent_done_order: deque[tuple[float, str]] = deque()
+        self.num_forgotten = 0  # flights reconcile judged lost
+        self.num_dropped_running = 0  # of those, how many later streamed or completed (a wrong call)
+        self._forgotten: set[str] = set()
 
     # ---- instances -------------------------------------------------------------------------
     def add_instance(
@@ -125,9 +175,12 @@ class LoadTracker:
         predicted_tokens_per_s: float,
         kv_capacity_tokens: int,
         max_num_seqs: int | None = None,
+        coeffs: LatencyCoeffs | None = None,
     ) -> None:
-        """Track a new instance. `max_num_seqs` (the engine's batch limit) lets C learn from
-        batch-limited saturation too; without it only KV-limited saturation counts."""
+        """Track a new instance. `coeffs`, the plan's step-time coefficients for it, turn on the
+        online fit (see the class docstring). Without them, `max_num_seqs` (the engine's batch
+        limit) lets C learn from batch-limited saturation too; else only KV-limited saturation
+        counts."""
         if predicted_tokens_per_s <= 0:
             raise ValueError(
                 f"instance {instance_id}: predicted_tokens_per_s must be > 0 (got {predicted_tokens_per_s})"
@@ -144,7 +197,12 @@ class LoadTracker:
             prefill_weight=self.prefill_weight,
             mean_output_tokens=self.mean_output_tokens,
         )
-        self._instances[instance_id] = _Instance(view, float(predicted_tokens_per_s), max_num_seqs)
+        inst = _Instance(view, float(predicted_tokens_per_s), max_num_seqs, prior=coeffs)
+        if coeffs is not None and self.learn_capacity:
+            from hetserve.model.online_fit import OnlineFit
+
+            inst.fit = OnlineFit(coeffs) if self.fit_half_life_s is None else OnlineFit(coeffs, self.fit_half_life_s)
+        self._instances[instance_id] = inst
         self._order = [self._instances[i] for i in sorted(self._instances)]
         self._refresh_capacities()
 
@@ -192,12 +250,20 @@ class LoadTracker:
         inst.tracked_tokens += w
         inst.num_tracked += 1
         self._mean_work += 0.05 * (w - self._mean_work)
+        n = float(request.num_prompt_tokens)
+        mp = self.mean_prompt_tokens
+        self._mix_counts[0] += 1
+        alpha = max(MIX_EWMA_ALPHA, 1.0 / self._mix_counts[0])
+        self.mean_prompt_tokens = n if mp is None else mp + alpha * (n - mp)
 
     def on_tokens(self, request_id: str, num_tokens: int, now_s: float) -> None:
         """`num_tokens` more output tokens streamed for the request (unknown ids are ignored:
         the request may have been forgotten by `reconcile` or its instance removed)."""
         flight = self._flights.get(request_id)
         if flight is None or num_tokens <= 0:
+            if flight is None and request_id in self._forgotten:
+                self._forgotten.discard(request_id)
+                self.num_dropped_running += 1
             return
         before = flight.remaining
         flight.num_streamed += num_tokens
@@ -213,6 +279,9 @@ class LoadTracker:
         for rid in request_ids:
             f = flights.get(rid)
             if f is None:
+                if rid in self._forgotten:
+                    self._forgotten.discard(rid)
+                    self.num_dropped_running += 1
                 continue
             before = f.num_streamed
             streamed = before + num_tokens
@@ -232,17 +301,33 @@ class LoadTracker:
     def on_complete(self, request_id: str, now_s: float) -> None:
         """Finished, aborted or failed: its remaining work leaves Q; a request that streamed output
         updates the EWMA of output lengths."""
+        flight = self._drop(request_id)
+        if flight is None:
+            if request_id in self._forgotten:
+                self._forgotten.discard(request_id)
+                self.num_dropped_running += 1
+            return
+        self._recent_done[request_id] = now_s
+        self._recent_done_order.append((now_s, request_id))
+        if flight.num_streamed > 0:
+            self.mean_output_tokens += self.output_ewma_alpha * (flight.num_streamed - self.mean_output_tokens)
+            self._mix_counts[1] += 1
+            alpha = max(MIX_EWMA_ALPHA, 1.0 / self._mix_counts[1])
+            self.mix_output_tokens += alpha * (flight.num_streamed - self.mix_output_tokens)
+
+    def _drop(self, request_id: str) -> _Flight | None:
+        """Remove a flight and its work from Q (no EWMA update: a lost request's partial output
+        says nothing about output lengths)."""
         flight = self._flights.pop(request_id, None)
         if flight is None:
-            return
+            return None
         inst = self._instances.get(flight.instance_id)
         if inst is not None:
             inst.tracked_tokens = max(0.0, inst.tracked_tokens - flight.remaining)
             inst.num_tracked -= 1
             if inst.num_tracked == 0:
                 inst.tracked_tokens = 0.0  # no float residue on an idle instance
-        if flight.num_streamed > 0:
-            self.mean_output_tokens += self.output_ewma_alpha * (flight.num_streamed - self.mean_output_tokens)
+        return flight
 
     # ---- engine reports --------------------------------------------------------------------
     def reconcile(self, instance_id: str, stats: InstanceStats, now_s: float) -> None:
@@ -252,26 +337,78 @@ class LoadTracker:
         prev_s = self._last_reconcile_s.get(instance_id)
         self._last_reconcile_s[instance_id] = now_s
         v.kv_used_tokens = int(stats.kv_used_tokens)
+        v.measured_tokens_per_s = float(stats.output_tokens_per_s)
+        v.num_waiting = int(stats.num_waiting)
         if stats.kv_capacity_tokens > 0:
             v.kv_capacity_tokens = int(stats.kv_capacity_tokens)
         if not stats.healthy:
             v.healthy = False
 
-        on_engine = stats.num_running + stats.num_waiting
-        if on_engine < inst.num_tracked and prev_s is not None:
-            # Requests dispatched before the previous report have reached the engine by now;
-            # if the engine holds fewer than we track, the oldest of them are done.
-            stale = sorted(
-                (f.dispatch_s, rid)
-                for rid, f in self._flights.items()
-                if f.instance_id == instance_id and f.dispatch_s < prev_s
-            )
-            for _, rid in stale[: inst.num_tracked - on_engine]:
-                self.on_complete(rid, now_s)
-        inst.num_external = max(0, on_engine - inst.num_tracked)
+        self._prune_recent(now_s)
+        if stats.request_ids is not None:
+            self._reconcile_ids(instance_id, inst, stats.request_ids, now_s)
+        else:
+            self._reconcile_counts(instance_id, inst, stats.num_running + stats.num_waiting, now_s)
         inst.external_tokens = inst.num_external * self._mean_work
 
-        self._update_capacity(inst, stats, now_s, prev_s)
+        if inst.fit is not None:
+            inst.fit.update(stats.steps)
+            self._refresh_capacities()
+        elif self.learn_capacity:  # no coefficients: the saturated-stretch rule
+            self._update_capacity(inst, stats, now_s, prev_s)
+
+    def _reconcile_ids(self, instance_id: str, inst: _Instance, held_ids: Iterable[str], report_s: float) -> None:
+        held = set(held_ids)
+        cutoff = report_s - self.report_grace_s
+        lost = [
+            rid
+            for rid, f in self._flights.items()
+            if f.instance_id == instance_id and f.dispatch_s < cutoff and rid not in held
+        ]
+        for rid in lost:
+            self._forget(rid)
+        flights, done = self._flights, self._recent_done
+        inst.num_external = sum(1 for rid in held if rid not in flights and rid not in done)
+
+    def _reconcile_counts(self, instance_id: str, inst: _Instance, on_engine: int, report_s: float) -> None:
+        cutoff = report_s - self.report_grace_s
+        old = sorted(
+            (f.dispatch_s, rid)
+            for rid, f in self._flights.items()
+            if f.instance_id == instance_id and f.dispatch_s < cutoff
+        )
+        for _, rid in old[: max(0, len(old) - on_engine)]:
+            self._forget(rid)
+        inst.num_external = max(0, on_engine - inst.num_tracked)
+
+    def _forget(self, request_id: str) -> None:
+        if self._drop(request_id) is not None:
+            self.num_forgotten += 1
+            if len(self._forgotten) > 100_000:  # bounded: only a diagnostic
+                self._forgotten.clear()
+            self._forgotten.add(request_id)
+
+    def _prune_recent(self, now_s: float) -> None:
+        order, done = self._recent_done_order, self._recent_done
+        while order and order[0][0] < now_s - _RECENT_DONE_S:
+            _, rid = order.popleft()
+            if done.get(rid, now_s) < now_s - _RECENT_DONE_S:
+                del done[rid]
+
+    def fit_summary(self, instance_id: str) -> dict[str, float | None]:
+        """What C rests on, for /v1/hetserve/instances and metrics: fitted coefficients, the
+        measured speed vs the plan, step-time error of the fit and of the plan, C's relative
+        uncertainty and the mix it was computed for (empty without an online fit)."""
+        inst = self._get(instance_id)
+        if inst.fit is None:
+            return {}
+        out: dict[str, float | None] = dict(inst.fit.summary())
+        est = inst.estimate
+        out["capacity_rel_uncertainty"] = est.rel_uncertainty if est is not None else None
+        out["capacity_batch_size"] = float(est.batch_size) if est is not None else None
+        out["mix_mean_prompt_tokens"] = self.mean_prompt_tokens
+        out["mix_mean_output_tokens"] = self.mix_output_tokens
+        return out
 
     def _update_capacity(self, inst: _Instance, stats: InstanceStats, now_s: float, prev_s: float | None) -> None:
         """The saturated-stretch rule of the class docstring."""
@@ -308,6 +445,7 @@ class LoadTracker:
         from its seed is mostly common to all (the live request mix differs from the one the plan
         was priced for, so output tokens/s differ everywhere), and C's that mix learned and seeded
         units would misroute toward the instances not yet measured."""
+        self._fit_ratios()
         by_dep: dict[str, list[float]] = {}
         for inst in self._instances.values():
             if inst.ratio is not None:
@@ -322,6 +460,29 @@ class LoadTracker:
             else:
                 ratio = fallback
             inst.view.capacity_tokens_per_s = inst.seed_tokens_per_s * ratio
+
+    def _fit_ratios(self) -> None:
+        """For instances with an online fit, once a request was seen: the seed becomes C of the
+        plan's coefficients on the current mix and ratio = C(fit) / seed, so that C = C(fit)
+        (`inst.estimate`); an instance that has not reported steps yet gets no ratio and borrows
+        its deployment's measured speed ratio (see above)."""
+        from hetserve.model.online_fit import saturated_capacity_tokens_per_s
+
+        if self.mean_prompt_tokens is None:
+            return  # no request seen: the plan's prediction is the best view of the mix
+        l_in, l_out = self.mean_prompt_tokens, self.mix_output_tokens
+        for inst in self._instances.values():
+            if inst.fit is None:
+                continue
+            cap = inst.view.kv_capacity_tokens
+            prior_c, _ = saturated_capacity_tokens_per_s(inst.fit.prior, l_in, l_out, cap, inst.max_num_seqs)
+            inst.seed_tokens_per_s = max(prior_c, 1e-9)  # the plan's coefficients on this mix
+            if inst.fit.num_steps <= 0:
+                inst.ratio = None
+                continue
+            inst.estimate = inst.fit.capacity(l_in, l_out, cap, inst.max_num_seqs)
+            tok = max(inst.estimate.tokens_per_s, 1e-9)
+            inst.ratio = tok / inst.seed_tokens_per_s
 
     def _get(self, instance_id: str) -> _Instance:
         try:

@@ -128,7 +128,8 @@ def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Applicatio
     """The Serve application for `plan`: instance deployments bound into the router.
 
     Every instance fact (configuration, latency coefficients, KV capacity, prediction) is read
-    from the plan's DeploymentPlan records; nothing is re-derived here.
+    from the plan's DeploymentPlan records; nothing is re-derived here. Each deployment's
+    coefficients are also the router's prior for the online capacity fit.
     """
     if not plan.deployments:
         raise ValueError(f"plan for cluster {plan.cluster!r} has no deployments: nothing to serve")
@@ -156,6 +157,7 @@ def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Applicatio
             model_path=args.vllm_model_path,
             engine_kwargs=dict(args.vllm_engine_kwargs),
             output_token_ids=output_token_ids,
+            speed_factor=args.emulated_speed.get(dp.name, args.emulated_speed.get(dp.config.accelerator, 1.0)),
         )
         instances[dp.name] = (
             serve.deployment(InstanceServer)
@@ -175,6 +177,7 @@ def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Applicatio
         default_output_tokens=max(1, round(plan.workload.mean_output_tokens)),
         tokenizer_path=tok_path,
         detokenize=bool(output_token_ids),
+        learn_capacity=args.learn_capacity,
     )
     router = serve.deployment(RouterIngress).options(
         name=ROUTER_DEPLOYMENT,

@@ -50,6 +50,24 @@ class RouterMetrics:
             "C: the scheduler's capacity estimate for the instance (output tokens/s).",
             TAG_KEYS,
         )
+        self.fit_speed = Gauge(
+            "hetserve_fit_speed_vs_plan",
+            "Measured step time / the plan's, least squares over the instance's recent engine steps.",
+            TAG_KEYS,
+        )
+        self.capacity_uncertainty = Gauge(
+            "hetserve_capacity_rel_uncertainty", "Relative 1-sigma uncertainty of C (the online fit).", TAG_KEYS
+        )
+        self.fit_error = Gauge(
+            "hetserve_step_time_rel_error",
+            "RMS relative error of predicted vs measured engine step times; model=fit|plan.",
+            (*TAG_KEYS, "model"),
+        )
+        self.fit_coeff = Gauge(
+            "hetserve_fit_coefficient_s",
+            "Fitted step-time coefficient of the instance (a_p, b_p, a_d, c_d, b_d), s per unit.",
+            (*TAG_KEYS, "coefficient"),
+        )
         self.ttft_s = Histogram(
             "hetserve_ttft_s", "Time to first token seen by the router, s.", _LATENCY_BUCKETS_S, TAG_KEYS
         )
@@ -73,6 +91,20 @@ class RouterMetrics:
         t = tags.as_dict()
         self.outstanding_tokens.set(outstanding_tokens, t)
         self.capacity_tokens_per_s.set(capacity_tokens_per_s, t)
+
+    def fit(self, tags: InstanceTags, summary: dict[str, float | None]) -> None:
+        """The online capacity fit of one instance (`LoadTracker.fit_summary`; empty: none)."""
+        if not summary:
+            return
+        t = tags.as_dict()
+        self.fit_speed.set(float(summary["fit_speed_vs_plan"] or 0.0), t)
+        unc = summary.get("capacity_rel_uncertainty")
+        if unc is not None and unc == unc:  # not NaN
+            self.capacity_uncertainty.set(float(unc), t)
+        self.fit_error.set(float(summary["fit_step_rel_rmse"] or 0.0), {**t, "model": "fit"})
+        self.fit_error.set(float(summary["plan_step_rel_rmse"] or 0.0), {**t, "model": "plan"})
+        for name in ("a_p", "b_p", "a_d", "c_d", "b_d"):
+            self.fit_coeff.set(float(summary[f"fit_{name}"] or 0.0), {**t, "coefficient": name})
 
     def latency(self, tags: InstanceTags, ttft_s: float | None, tpot_s: float | None, e2e_s: float) -> None:
         t = tags.as_dict()

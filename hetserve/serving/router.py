@@ -81,6 +81,7 @@ class RouterSpec:
     startup_timeout_s: float = 60.0
     tokenizer_path: str | None = None  # local HF tokenizer: exact counts, chat template, ids to instances
     detokenize: bool = False  # instances stream ids only (emulated + tokenizer): the router makes the text
+    learn_capacity: bool = True  # the online capacity fit (False: C stays at the plan's prediction)
 
 
 @dataclass(slots=True)
@@ -135,7 +136,13 @@ class RouterServer:
         # so fills the instance directory before the first request.
         self._handles = {name: h.options(stream=True) for name, h in instances.items()}
         self._policy = make_policy(spec.policy, seed=spec.seed)
-        self._tracker = LoadTracker(default_output_tokens=spec.default_output_tokens)
+        self._tracker = LoadTracker(
+            default_output_tokens=spec.default_output_tokens,
+            learn_capacity=spec.learn_capacity,
+            # Reports are dated when the engine took them; a request dispatched within about a
+            # period of that may not have reached the engine yet.
+            report_grace_s=max(1.0, 2.0 * spec.stats_period_s),
+        )
         self._instances: dict[str, _KnownReplica] = {}
         self._metrics = RouterMetrics()
         self._created_s = int(time.time())
@@ -166,6 +173,7 @@ class RouterServer:
                         dep.prediction.output_tokens_per_s,
                         kv,
                         max_num_seqs=dep.config.max_num_seqs,
+                        coeffs=dep.coeffs,
                     )
                     inst = _KnownReplica(
                         snap.instance_id,
@@ -193,6 +201,7 @@ class RouterServer:
                     inst = self._instances.get(view.instance_id)
                     if inst is not None:
                         self._metrics.load(inst.tags, view.outstanding_tokens, view.capacity_tokens_per_s)
+                        self._metrics.fit(inst.tags, self._tracker.fit_summary(view.instance_id))
             except Exception:  # keep reconciling: one bad report must not stop the loop
                 logger.exception("hetserve router: reconcile failed")
             await asyncio.sleep(self._spec.stats_period_s)
@@ -372,6 +381,9 @@ class RouterServer:
                     "measured_output_tokens_per_s": stats.output_tokens_per_s if stats else None,
                     "total_output_tokens": stats.total_output_tokens if stats else None,
                     "router": self._router_id,
+                    # What C rests on: fitted coefficients, speed vs plan, step-time error of the
+                    # fit and of the plan (measured vs predicted), C's uncertainty and mix.
+                    **self._tracker.fit_summary(view.instance_id),
                 }
             )
         return out

@@ -61,7 +61,7 @@ class FluidBound:
 
 
 def _config_key(spec: PlannedInstance) -> tuple:
-    return (spec.coeffs, spec.kv_capacity_tokens, spec.max_num_seqs, spec.max_num_batched_tokens)
+    return (spec.final_coeffs, spec.kv_capacity_tokens, spec.max_num_seqs, spec.max_num_batched_tokens)
 
 
 def relaxation_fraction(spec: PlannedInstance, requests: SimRequests) -> float:
@@ -85,6 +85,7 @@ def saturated_capacity(
     `relaxation_fraction`); measured from the later of 10% of the run and the settling time."""
     if len(requests) == 0:
         raise ValueError(f"instance {spec.instance_id}: no requests to saturate it with")
+    spec = spec.settled()  # its true speed, after any speed change
     sample = requests.sample(num_requests) if num_requests else requests
     ratio = relaxation_fraction(spec, sample)
     copies = min(MAX_COPIES, max(1, math.ceil(3.0 * ratio)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from hetserve.engines.batching import ContinuousBatcher, StepPlan
 from hetserve.engines.batching import Sequence as Seq
+from hetserve.model.online_fit import StepAccumulator
 from hetserve.records import InstanceStats, PlannedInstance, RequestInfo
 from hetserve.scheduling.base import NoInstanceError, SchedulingPolicy
 from hetserve.scheduling.load import LoadTracker
@@ -51,6 +53,12 @@ class SimConfig:
     ewma_alpha: float = 0.2
     prefill_weight: float | None = None
     default_output_tokens: int = 256
+    learn_capacity: bool = True
+    """The tracker's online capacity fit (False: C stays at the plan's prediction)."""
+    report_delay_s: float = 0.0
+    """Reports reach the tracker this long after the engine took them (live: up to a period)."""
+    report_request_ids: bool = True
+    """Reports carry the ids of the requests on the engine (False: counts only)."""
 
     def window_for(self, requests: SimRequests) -> tuple[float, float]:
         if self.window_s is not None:
@@ -103,13 +111,19 @@ class _SimInstance:
         "step_t",
         "step_tokens",
         "snap",
+        "steps",
+        "run_ctx0",
+        "speed_changes",
     )
 
     def __init__(self, spec: PlannedInstance):
         self.spec = spec
         self.batcher = ContinuousBatcher(
-            spec.coeffs, spec.kv_capacity_tokens, spec.max_num_seqs, spec.max_num_batched_tokens
+            spec.run_coeffs, spec.kv_capacity_tokens, spec.max_num_seqs, spec.max_num_batched_tokens
         )
+        self.steps = StepAccumulator()  # what the engine's steps did, reported with its stats
+        self.run_ctx0: tuple[int, float, float] = (0, 0.0, 0.0)  # decode run: first context, first/last step s
+        self.speed_changes = sorted(spec.speed_changes)
         self.busy = False
         self.plan: StepPlan | None = None  # None while a fast-forwarded decode run is in progress
         self.run_steps = 0
@@ -170,8 +184,10 @@ class Simulator:
             ewma_alpha=self.config.ewma_alpha,
             default_output_tokens=self.config.default_output_tokens,
             prefill_weight=self.config.prefill_weight,
+            learn_capacity=self.config.learn_capacity,
         )
         self.progress = progress
+        self._pending_reports: deque[tuple[float, str, InstanceStats]] = deque()
         self._insts = [_SimInstance(s) for s in self.specs]
         self._index = {s.instance_id: i for i, s in enumerate(self.specs)}
         if len(self._index) != len(self.specs):
@@ -184,6 +200,7 @@ class Simulator:
                 s.predicted_tokens_per_s,
                 s.kv_capacity_tokens,
                 max_num_seqs=s.max_num_seqs,
+                coeffs=s.coeffs,
             )
         self._heap: list[tuple] = []
         self._seq = itertools.count()
@@ -216,6 +233,13 @@ class Simulator:
                 steps, end_s = b.decode_run_span(limit, now_s, self._deadline_s)
                 inst.plan = None
                 inst.run_steps = steps
+                ctx0, num_seqs = b.kv_used_tokens, len(b.running)
+                first = b.coeffs.decode_s(num_seqs, ctx0)
+                inst.run_ctx0 = (
+                    ctx0,
+                    first,
+                    first if steps == 1 else b.coeffs.decode_s(num_seqs, ctx0 + (steps - 1) * num_seqs),
+                )
                 self._num_steps += steps
                 self._push(end_s, StepEnd(idx))
                 return
@@ -231,10 +255,15 @@ class Simulator:
     def _on_step_end(self, idx: int, now_s: float) -> None:
         inst = self._insts[idx]
         if inst.plan is None:
-            res = inst.batcher.advance_decode(inst.run_steps, now_s)
-            per_seq = inst.run_steps
+            b = inst.batcher
+            k, (ctx0, first, last) = inst.run_steps, inst.run_ctx0
+            inst.steps.add_decode_run(len(b.running), ctx0, k, first, last)
+            res = b.advance_decode(k, now_s)
+            per_seq = k
         else:
-            res = inst.batcher.complete_step(inst.plan, now_s)
+            p = inst.plan
+            inst.steps.add_step(p.num_prefill_tokens, p.num_decode_seqs, p.num_context_tokens, p.step_s)
+            res = inst.batcher.complete_step(p, now_s)
             per_seq = 1
         inst.last_end_s = now_s
         self._last_step_s = now_s
@@ -251,8 +280,11 @@ class Simulator:
     # ---- observers -------------------------------------------------------------------------
     def _on_tick(self, now_s: float) -> None:
         interval = self.config.reconcile_interval_s
+        cfg = self.config
         for inst in self._insts:
             b = inst.batcher
+            while inst.speed_changes and inst.speed_changes[0][0] <= now_s:
+                b.coeffs = b.coeffs.scaled(inst.speed_changes.pop(0)[1])
             dt = now_s - inst.tick_s
             rate = (inst.output_tokens - inst.tick_tokens) / dt if dt > 0 else 0.0
             inst.tick_tokens, inst.tick_s = inst.output_tokens, now_s
@@ -263,8 +295,14 @@ class Simulator:
                 kv_capacity_tokens=b.kv_capacity_tokens,
                 output_tokens_per_s=rate,
                 total_output_tokens=inst.output_tokens,
+                steps=inst.steps.totals(),
+                request_ids=(
+                    tuple(s.request_id for s in b.running) + tuple(s.request_id for s in b.waiting)
+                    if cfg.report_request_ids
+                    else None
+                ),
             )
-            self.tracker.reconcile(inst.spec.instance_id, stats, now_s)
+            self._pending_reports.append((now_s, inst.spec.instance_id, stats))
             if self.config.record_timeline:
                 inst.timeline.append(
                     (
@@ -276,6 +314,11 @@ class Simulator:
                         b.kv_used_tokens,
                     )
                 )
+        # Deliver the reports that have reached the tracker, dated when the engine took them.
+        pending = self._pending_reports
+        while pending and pending[0][0] <= now_s - cfg.report_delay_s + 1e-9:
+            taken_s, iid, stats = pending.popleft()
+            self.tracker.reconcile(iid, stats, taken_s)
         if self._arrivals_left or any(i.busy for i in self._insts):
             self._next_tick_s = now_s + interval
             self._push(self._next_tick_s, Tick())

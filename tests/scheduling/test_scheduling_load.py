@@ -167,3 +167,71 @@ def test_unhealthy_and_removed_instances_are_not_chosen():
     assert [v.instance_id for v in t.views()] == ["b-slow"]
     t.on_tokens("r7", 1, 1.0)  # unknown now: ignored
     t.on_complete("r7", 1.0)
+
+
+def test_a_late_report_never_drops_a_running_request():
+    """Reports dated one period before they arrive: requests dispatched after the report was
+    taken, or still on the engine, stay tracked; only a request the engine no longer holds and
+    that it must have received is forgotten, without touching the output-length estimate."""
+    t = tracker()
+    for k in range(4):
+        t.on_dispatch(RequestInfo(f"r{k}", 100, 200), "a-fast", float(k))
+    t.on_dispatch(RequestInfo("new", 100, 200), "a-fast", 9.9)  # after the report below was taken
+    before = t.mean_output_tokens
+    report = stats(waiting=0, running=2, kv_used=200, total=0)
+    report.request_ids = ("r1", "r3")  # r0 and r2 finished there; their completions were lost
+    t.reconcile("a-fast", report, 9.5)
+    v = t.view("a-fast")
+    assert v.num_outstanding == 3 and t.num_forgotten == 2
+    assert t.mean_output_tokens == before
+    t.on_tokens("r1", 1, 10.0)
+    t.on_complete("new", 10.5)
+    assert t.num_dropped_running == 0
+    # Another router's request on the engine is counted; one we just completed is not.
+    report = stats(waiting=0, running=3, kv_used=300, total=0)
+    report.request_ids = ("r1", "r3", "new", "theirs")
+    t.reconcile("a-fast", report, 10.2)
+    assert t.view("a-fast").num_outstanding == 3  # r1, r3 and "theirs"
+
+
+def test_counts_only_never_forget_requests_dispatched_after_the_report():
+    t = tracker()
+    for k in range(4):
+        t.on_dispatch(RequestInfo(f"r{k}", 100, 200), "a-fast", float(k))
+    for k in range(6):
+        t.on_dispatch(RequestInfo(f"late{k}", 100, 200), "a-fast", 9.8)
+    # Taken at 9.5, before the six late ones arrived: the engine held the first four.
+    t.reconcile("a-fast", stats(waiting=0, running=4, kv_used=400, total=0), 9.5)
+    assert t.view("a-fast").num_outstanding == 10 and t.num_forgotten == 0
+
+
+def test_capacity_follows_the_fitted_step_times_at_any_load_unless_learning_is_off():
+    from hetserve.model.online_fit import StepAccumulator, saturated_capacity_tokens_per_s
+    from hetserve.records import LatencyCoeffs
+
+    plan = LatencyCoeffs(a_p=5e-5, b_p=2e-3, a_d=2e-4, c_d=1e-8, b_d=1e-2)
+    true = LatencyCoeffs(a_p=1.5e-4, b_p=6e-3, a_d=6e-4, c_d=3e-8, b_d=3e-2)  # 3x slower
+    seed_c, _ = saturated_capacity_tokens_per_s(plan, 300, 60, 60_000, 32)
+    for learn in (True, False):
+        t = LoadTracker(default_output_tokens=60, learn_capacity=learn)
+        t.add_instance("i", "dep", "X", seed_c, 60_000, max_num_seqs=32, coeffs=plan)
+        acc = StepAccumulator()
+        for s in range(20):
+            t.on_dispatch(RequestInfo(f"r{s}", 300, 60), "i", float(s))
+            # Lightly loaded: one or two sequences per step, far from saturation.
+            acc.add_step(300, 1, 300, true.prefill_s(300) + true.decode_s(1, 300))
+            for _ in range(30):
+                acc.add_step(0, 2, 700, true.decode_s(2, 700))
+            st = stats(waiting=0, running=1, kv_used=400, total=0, capacity=60_000)
+            st.steps = acc.totals()
+            t.reconcile("i", st, float(s) + 0.5)
+            t.on_complete(f"r{s}", float(s) + 0.9)
+        c = t.view("i").capacity_tokens_per_s
+        truth, _ = saturated_capacity_tokens_per_s(true, 300, 60, 60_000, 32)
+        if learn:
+            assert c == pytest.approx(truth, rel=0.1)
+            summary = t.fit_summary("i")
+            assert summary["fit_speed_vs_plan"] == pytest.approx(3.0, rel=0.01)
+            assert summary["capacity_rel_uncertainty"] < 0.1
+        else:
+            assert c == pytest.approx(seed_c, rel=0.02) and t.fit_summary("i") == {}

@@ -9,6 +9,7 @@ from sim_factories import make_instances, make_requests
 
 from hetserve.scheduling import make_policy, policy_names
 from hetserve.sim import SimConfig, fluid_bound, rate_scale_for_load, simulate, summarize
+from hetserve.sim.instances import with_true_speed
 
 CONFIG = SimConfig()
 
@@ -33,15 +34,25 @@ def test_hetero_keeps_every_instance_busy_in_proportion_to_its_capacity(slowdown
 
 
 def test_hetero_learns_capacities_the_plan_got_wrong():
-    """The plan claims equal speeds for a 1x and a 6x-slower instance. Saturated stretches teach
-    the tracker the real rates, and the token shares follow the real capacities."""
+    """The plan believes two equal instances (same coefficients, same prediction); the second
+    really runs 6x slower. The engine's step records teach the tracker the real speeds: the
+    token shares follow the real capacities at 1.3x load, and at 0.7x p99 TTFT is far lower
+    than with learning off, which queues as much work on the slow instance as on the fast one.
+    (Changed with the online fit: the plan's coefficients are now wrong too, not only its
+    prediction, since C is priced from coefficients; at 1.3x both instances saturate whatever
+    C says, so shares alone could not tell learning on from off.)"""
     reqs = make_requests(1.0, 6000, seed=2)
     true = make_instances([1, 6], requests=reqs)
-    wrong = make_instances([1, 6], predicted=[500.0, 500.0])
-    rep = run_at(1.3, wrong, reqs)
+    wrong = make_instances([1, 1], requests=reqs)
+    wrong = [wrong[0], with_true_speed(wrong[1], 6.0)]
+    bound = fluid_bound(wrong, reqs)
+    rep = run_at(1.3, wrong, reqs, bound=bound)
     cap_fast = true[0].predicted_tokens_per_s / (true[0].predicted_tokens_per_s + true[1].predicted_tokens_per_s)
     assert rep.instances[0].token_share == pytest.approx(cap_fast, abs=0.05)
     assert rep.fraction_of_bound > 0.95
+    on = run_at(0.7, wrong, reqs, bound=bound)
+    off = run_at(0.7, wrong, reqs, config=SimConfig(learn_capacity=False), bound=bound)
+    assert on.ttft_s.p99 < 0.5 * off.ttft_s.p99, (on.ttft_s.p99, off.ttft_s.p99)
 
 
 def test_at_light_load_hetero_serves_from_the_fast_instance():
