@@ -163,11 +163,7 @@ def _bound_dict(b: ClassBound) -> dict:
 
 def decision(rows: list[dict]) -> tuple[bool, str]:
     """Is there >= 3% headroom on any pair that matters (a shipped cluster or a held-in trace)?"""
-    worth = [
-        r
-        for r in rows
-        if min(r["oracle"]["headroom"], r["oracle"]["headroom_resampled"]) >= HEADROOM_THRESHOLD
-    ]
+    worth = [r for r in rows if min(r["oracle"]["headroom"], r["oracle"]["headroom_resampled"]) >= HEADROOM_THRESHOLD]
     if not worth:
         best = max(rows, key=lambda r: min(r["oracle"]["headroom"], r["oracle"]["headroom_resampled"]))
         return False, (
@@ -244,7 +240,9 @@ def write_md(path: Path, rows: list[dict], command: str, elapsed_s: float) -> No
             f"({r['num_clipped']} prompts clipped), mean prompt {r['mean_prompt_tokens']:,.0f}, mean output "
             f"{r['mean_output_tokens']:,.0f}. Plan: {r['plan']}. {r['wall_s']:.0f} s wall for both class sets.\n"
         )
-        L.append("LP split (oracle classes): share of each class served by each configuration, and mu (sim) relative to the best configuration's mu for that class:\n")
+        L.append(
+            "LP split (oracle classes): share of each class served by each configuration, and mu (sim) relative to the best configuration's mu for that class:\n"
+        )
         cfgs = o["configs"]
         L.append("| class | p | mean prompt | mean out | " + " | ".join(cfgs) + " |")
         L.append("|---|---:|---:|---:|" + "---:|" * len(cfgs))
@@ -262,7 +260,11 @@ def write_md(path: Path, rows: list[dict], command: str, elapsed_s: float) -> No
                 f"| {label} | {o['proportions'][k]:.3f} | {o['class_mean_prompt'][k]:,.0f} | "
                 f"{o['class_mean_output'][k]:,.0f} | " + " | ".join(cells) + " |"
             )
-        L.append("\nInstances per configuration: " + ", ".join(f"{c} x{int(n)}" for c, n in zip(cfgs, counts, strict=True)) + ".\n")
+        L.append(
+            "\nInstances per configuration: "
+            + ", ".join(f"{c} x{int(n)}" for c, n in zip(cfgs, counts, strict=True))
+            + ".\n"
+        )
     path.write_text("\n".join(L) + "\n")
 
 

@@ -184,7 +184,8 @@ def solve_class_lp(mu: np.ndarray, counts: Sequence[float], proportions: Sequenc
     mu[j, k] is one instance of configuration j saturated with class k alone (requests/s); x[j, k]
     the instances' worth of time configuration j spends on class k. Time-sharing is the fluid
     assumption: an instance serving a mix delivers the time-weighted pure-class rates. Solved with
-    scipy's HiGHS (`linprog`, method "highs").
+    scipy's HiGHS (`linprog`, method "highs"), then re-solved for the least class sorting that
+    keeps lambda (`_least_sorting`).
     """
     from scipy.optimize import linprog
 
@@ -208,12 +209,44 @@ def solve_class_lp(mu: np.ndarray, counts: Sequence[float], proportions: Sequenc
     res = linprog(c, A_ub=a_ub, b_ub=b_ub, bounds=[(0, None)] * nv, method="highs")
     if res.status != 0:
         raise ValueError(f"class LP failed: {res.message}")
-    x = np.maximum(res.x[:-1].reshape(nj, nk), 0.0)
     lam = float(res.x[-1])
+    x = _least_sorting(mu, n, p, a_ub, b_ub, lam)
     rates = mu * x
     served = rates.sum(axis=0)
     share = np.divide(rates, served, out=np.zeros_like(rates), where=served > 0)
     return ClassLP(lam, rates, share, x)
+
+
+def _least_sorting(
+    mu: np.ndarray, n: np.ndarray, p: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray, lam: float
+) -> np.ndarray:
+    """Among the splits reaching lambda (to 1e-6), the one closest (L1) to every instance serving
+    the workload's mix. The LP is often degenerate (identical or proportional types can swap
+    classes at no cost in the fluid model), and a split that sorts classes without need loses
+    what a batch gains by mixing long and short requests (measured in the simulator: ~6% for two
+    identical instances given one class each)."""
+    from scipy.optimize import linprog
+
+    nj, nk = mu.shape
+    m = nj * nk
+    inv = p[None, :] / np.maximum(mu, 1e-12)
+    xbar = n[:, None] * inv / inv.sum(axis=1, keepdims=True)  # same-mix time shares
+    # variables: x (m), lambda, t (m) with t >= |x - xbar|; minimise sum t
+    nv = 2 * m + 1
+    c = np.zeros(nv)
+    c[m + 1 :] = 1.0
+    a = np.zeros((a_ub.shape[0] + 2 * m, nv))
+    a[: a_ub.shape[0], : m + 1] = a_ub
+    b = np.concatenate([b_ub, np.zeros(2 * m)])
+    for i in range(m):
+        r = a_ub.shape[0] + 2 * i
+        a[r, i], a[r, m + 1 + i], b[r] = 1.0, -1.0, xbar.flat[i]  # x - t <= xbar
+        a[r + 1, i], a[r + 1, m + 1 + i], b[r + 1] = -1.0, -1.0, -xbar.flat[i]  # -x - t <= -xbar
+    bounds = [(0, None)] * m + [(lam * (1 - 1e-6), None)] + [(0, None)] * m
+    res = linprog(c, A_ub=a, b_ub=b, bounds=bounds, method="highs")
+    if res.status != 0:
+        raise ValueError(f"class LP (second stage) failed: {res.message}")
+    return np.maximum(res.x[:m].reshape(nj, nk), 0.0)
 
 
 def same_mix_rate(mu: np.ndarray, counts: Sequence[float], proportions: Sequence[float]) -> float:

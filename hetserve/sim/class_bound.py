@@ -181,7 +181,9 @@ def class_bound(
     mix_resampled = 0.0
     for j, spec in enumerate(reps):
         sub = mix_sample(requests, labels, p, min(MIX_REQUESTS, max(len(requests), sample or 0)), seed + 100 + j)
-        mix_resampled += counts[j] * saturated_capacity(spec, sub).output_tokens_per_s / float(sub.num_output_tokens.mean())
+        mix_resampled += (
+            counts[j] * saturated_capacity(spec, sub).output_tokens_per_s / float(sub.num_output_tokens.mean())
+        )
     return ClassBound(
         configs=names,
         counts=counts,
