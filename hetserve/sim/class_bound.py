@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from hetserve.model.classes import ClassLP, RequestClasses, model_class_rates, same_mix_rate, solve_class_lp
+from hetserve.scheduling.hetero_classes import ClassTable
 from hetserve.sim.fluid import fluid_bound, saturated_capacity
 from hetserve.sim.instances import InstanceSpec
 from hetserve.sim.workload import SimRequests
 
-__all__ = ["ClassBound", "class_bound", "config_groups", "mix_sample"]
+__all__ = ["ClassBound", "class_bound", "class_table", "config_groups", "mix_sample"]
 
 # Requests per saturation run (an even sample of the class, or of the LP's mix).
 SAMPLE_REQUESTS: int | None = None  # None: every request (sampling is ~3% noisy on heavy tails)
@@ -213,3 +214,9 @@ def _solve_present(mu: np.ndarray, counts: np.ndarray, p: np.ndarray, keep: np.n
     for arr, part in zip(full, (sol.rates, sol.share, sol.busy), strict=True):
         arr[:, keep] = part
     return ClassLP(sol.requests_per_s, *full)
+
+
+def class_table(bound: ClassBound) -> ClassTable:
+    """The `hetero_classes` policy's table from a measured bound (its classes must be routable:
+    built on prompt and max_tokens)."""
+    return ClassTable(bound.classes, tuple(bound.configs), bound.mu_sim.copy(), bound.proportions.copy())
