@@ -263,7 +263,7 @@ class AppArgs(_Edge):
         description="A plan JSON written by `hetserve plan ... --json`: serve exactly that plan instead of "
         "planning inside build (the objective fields below are then not used).",
     )
-    objective: Literal["throughput", "throughput_slo", "cost"] = Field(
+    objective: Literal["throughput", "throughput_slo", "cost", "joint"] = Field(
         default="throughput", description="Planner objective when planning inside build (as `hetserve plan`)."
     )
     target_tokens_per_s: float | None = Field(

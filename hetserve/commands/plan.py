@@ -26,7 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=[o.value for o in Objective],
         default=Objective.THROUGHPUT.value,
         help="throughput: max total tok/s; throughput_slo: the same under the config's slo; "
-        "cost: cheapest nodes meeting --target-tokens-per-s",
+        "cost: cheapest nodes meeting --target-tokens-per-s; joint: TP choice and class routing together "
+        "(a MILP; request lengths from --trace)",
+    )
+    p.add_argument(
+        "--trace",
+        default=None,
+        metavar="PATH",
+        help="request trace (Azure CSV or Mooncake JSONL) whose lengths the joint objective plans for",
     )
     p.add_argument(
         "--target-tokens-per-s",
@@ -60,12 +67,21 @@ def _latency_model(profiles: str | None):
 
 def run(args: argparse.Namespace) -> int:
     cluster = load_cluster(args.cluster)
+    requests = None
+    if getattr(args, "trace", None):
+        from hetserve.traces import load_trace
+
+        trace = load_trace(args.trace)
+        mml = cluster.model.max_model_len
+        outputs = trace.output_tokens.clip(1, mml - 1)
+        requests = (trace.input_tokens.clip(1, None).clip(None, mml - outputs), outputs)
     plan = search_plan(
         cluster,
         objective=args.objective,
         target_output_tokens_per_s=args.target_tokens_per_s,
         mixed_partitions=args.mixed_partitions,
         latency_model=_latency_model(getattr(args, "profiles", None)),
+        requests=requests,
     )
     if args.json:
         json.dump(plan_to_json(plan), sys.stdout, indent=2)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import Enum
 
+import numpy as np
+
 from hetserve.cluster import Cluster
 from hetserve.config import ConfigError
 from hetserve.model import LatencyModel
@@ -31,11 +33,15 @@ class Objective(str, Enum):
     THROUGHPUT_SLO: the same with each instance's batch capped so the cluster's TTFT/TPOT SLOs hold.
     COST: the cheapest set of nodes (catalog price_per_hour x accelerators) whose summed output
     tokens/s meets a target; honours the cluster's SLO when it has one.
+    JOINT: TP degrees and instances per node chosen together with the routing of request classes
+    (a MILP, planner/joint.py), for the rate served in the workload's class mix; the requests'
+    lengths come from a trace (`requests=`), else one class of the workload means.
     """
 
     THROUGHPUT = "throughput"
     THROUGHPUT_SLO = "throughput_slo"
     COST = "cost"
+    JOINT = "joint"
 
 
 def _parse_objective(objective: str | Objective) -> Objective:
@@ -81,6 +87,7 @@ def search_plan(
     latency_model: LatencyModel | None = None,
     target_output_tokens_per_s: float | None = None,
     mixed_partitions: bool = False,
+    requests: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> Plan:
     """Choose, for every node, how to split it into engine instances (or to leave it idle).
 
@@ -92,6 +99,11 @@ def search_plan(
     SLO, or the cost target is missing or unreachable.
     """
     obj = _parse_objective(objective)
+    if obj is Objective.JOINT:
+        from hetserve.planner.joint import joint_plan
+
+        prompts, outputs = (None, None) if requests is None else (np.asarray(requests[0]), np.asarray(requests[1]))
+        return joint_plan(cluster, prompts, outputs, latency_model, mixed_partitions)
     if obj is Objective.THROUGHPUT_SLO and cluster.slo is None:
         raise ConfigError("objective throughput_slo: the cluster config has no `slo:` section (ttft_ms/tpot_ms)")
     if obj is Objective.COST:
@@ -217,15 +229,29 @@ def _build_plan(
 ) -> Plan:
     """The Plan record of a choice: `used[i]` nodes of pool i run the pool's best option."""
     assignment, idle, price = _assign_nodes(cands, used, target)
+    return plan_from_assignment(cluster, obj.value, assignment, runners_up, idle, price, notes)
+
+
+def plan_from_assignment(
+    cluster: Cluster,
+    objective: str,
+    assignment: dict[str, tuple[PoolCandidates, NodeOption]],
+    runners_up: Sequence[RunnerUp],
+    idle: Sequence[str],
+    price_micro_usd: int,
+    notes: Sequence[str] = (),
+) -> Plan:
+    """The Plan for a node -> (pool, option) assignment (shared by every objective, the joint
+    class-aware one included)."""
     return Plan(
         cluster=cluster.name,
         model=cluster.model.name,
-        objective=obj.value,
+        objective=objective,
         deployments=_deployments(cluster, assignment),
         workload=cluster.workload,
         runners_up=tuple(runners_up),
         infeasible=tuple(idle),
-        price_per_hour=price / MICRO_USD,
+        price_per_hour=price_micro_usd / MICRO_USD,
         notes=tuple(notes),
     )
 

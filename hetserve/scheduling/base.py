@@ -135,6 +135,7 @@ class SchedulingPolicy(abc.ABC):
 
 def policy_names() -> list[str]:
     import hetserve.scheduling.gateway_policies  # noqa: F401  (registers the gateway baselines)
+    import hetserve.scheduling.hetero_classes  # noqa: F401  (registers hetero_classes)
     import hetserve.scheduling.policies  # noqa: F401  (registers the built-in policies)
 
     return sorted(SchedulingPolicy._registry)
