@@ -126,7 +126,7 @@ def workload(name: str, cluster: Cluster) -> SimRequests:
 def run_pair(pair: Pair) -> dict:
     cluster = load_cluster(ROOT / pair.cluster)
     plan = search_plan(cluster)
-    instances = instances_from_plan(plan, cluster)
+    instances = instances_from_plan(plan)
     reqs = workload(pair.workload, cluster)
     t = time.perf_counter()
     oracle = RequestClasses.from_quantiles(reqs.num_prompt_tokens, reqs.num_output_tokens, *ORACLE_BINS)
@@ -185,7 +185,7 @@ def routable_classes(reqs: SimRequests) -> RequestClasses:
 def run_sim(row: dict) -> dict:
     """hetero, hetero_classes and the best baseline at 1.3x and 0.7x the class-aware bound."""
     cluster = load_cluster(ROOT / row["cluster_path"])
-    instances = instances_from_plan(search_plan(cluster), cluster)
+    instances = instances_from_plan(search_plan(cluster))
     base = workload(row["workload"], cluster)
     route = routable_classes(base)
     q, o = row["routable"], row["oracle"]

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hetserve.model.classes import ClassLP, RequestClasses, model_class_rates, same_mix_rate, solve_class_lp
+from hetserve.records import PlannedInstance
 from hetserve.scheduling.hetero_classes import ClassTable
 from hetserve.sim.fluid import fluid_bound, saturated_capacity
-from hetserve.sim.instances import InstanceSpec
 from hetserve.sim.workload import SimRequests
 
 __all__ = ["ClassBound", "class_bound", "class_table", "config_groups", "mix_sample"]
@@ -31,10 +31,10 @@ SAMPLE_REQUESTS: int | None = None  # None: every request (sampling is ~3% noisy
 MIX_REQUESTS = 20000
 
 
-def config_groups(instances: Sequence[InstanceSpec]) -> tuple[list[str], list[InstanceSpec], np.ndarray]:
+def config_groups(instances: Sequence[PlannedInstance]) -> tuple[list[str], list[PlannedInstance], np.ndarray]:
     """Deployments in first-seen order, a representative instance of each, instance counts."""
     names: list[str] = []
-    reps: list[InstanceSpec] = []
+    reps: list[PlannedInstance] = []
     counts: list[int] = []
     for s in instances:
         if s.deployment not in names:
@@ -132,7 +132,7 @@ class ClassBound:
 
 
 def class_bound(
-    instances: Sequence[InstanceSpec],
+    instances: Sequence[PlannedInstance],
     requests: SimRequests,
     classes: RequestClasses,
     labels: np.ndarray | None = None,

@@ -7,7 +7,7 @@ import pytest
 
 from hetserve.model.classes import RequestClasses
 from hetserve.records import LatencyCoeffs
-from hetserve.sim import InstanceSpec, SimRequests
+from hetserve.sim import PlannedInstance, SimRequests
 from hetserve.sim.class_bound import class_bound
 
 pytest.importorskip("scipy")
@@ -23,8 +23,8 @@ def _bimodal(n: int = 4000) -> SimRequests:
     return SimRequests("bimodal", np.zeros(n), prompts, outputs, outputs)
 
 
-def _spec(name: str, kv: int) -> InstanceSpec:
-    return InstanceSpec(name, name, name, COEFFS, kv, 64, 1.0)
+def _spec(name: str, kv: int) -> PlannedInstance:
+    return PlannedInstance(name, name, name, COEFFS, kv, 64, 1.0)
 
 
 def test_small_kv_instance_takes_short_requests_and_the_bound_rises():
