@@ -7,6 +7,7 @@ every replica on a node labelled with that type and nowhere else.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ray import serve
@@ -15,10 +16,13 @@ from ray.serve.config import RequestRouterConfig
 
 from hetserve.catalog import ray_resource_name
 from hetserve.cluster import Cluster
-from hetserve.config import AppArgs
+from hetserve.config import AppArgs, ConfigError
 from hetserve.engines import EngineSpec
 from hetserve.records import DeploymentPlan, Plan
+from hetserve.scheduling.admission import AdmissionConfig
+from hetserve.serving.door import load_api_key_digests
 from hetserve.serving.engine_deployment import InstanceServer, InstanceSpec
+from hetserve.serving.health import HealthConfig
 from hetserve.serving.replica_router import REQUEST_ROUTER_PATH
 from hetserve.serving.router import DeploymentInfo, RouterIngress, RouterSpec
 
@@ -102,6 +106,34 @@ def _plan_view(plan: Plan, args: AppArgs, max_model_len: int) -> dict[str, Any]:
     }
 
 
+def reliability_settings(args: AppArgs) -> dict[str, Any]:
+    """RouterSpec fields of retries, failure detection, admission and the door. API keys are read
+    here, from the environment or a file named in the args, and only their digests travel."""
+    try:
+        digests = load_api_key_digests(args.api_key_env, args.api_key_file)
+    except ValueError as exc:
+        raise ConfigError(f"app args: {exc}") from None
+    return {
+        "max_tries": args.max_tries,
+        "retry_backoff_s": args.retry_backoff_s,
+        "instance_timeout_s": args.instance_timeout_s,
+        "admission": AdmissionConfig(
+            max_queue_requests=args.max_queue_requests,
+            max_queue_work_tokens=args.max_queue_work_tokens if args.max_queue_work_tokens is not None else math.inf,
+            slots_factor=args.bind_slots_factor,
+            late_binding=args.late_binding,
+        ),
+        "queue_timeout_s": args.queue_timeout_s,
+        "health": HealthConfig(
+            report_timeout_s=args.effective_report_timeout_s,
+            failure_threshold=args.breaker_failures,
+            open_s=args.breaker_open_s,
+        ),
+        "api_key_digests": digests,
+        "max_body_bytes": args.max_body_bytes,
+    }
+
+
 def build_application(cluster: Cluster, plan: Plan, args: AppArgs) -> Application:
     """The Serve application for `plan` on `cluster`: instance deployments bound into the router."""
     if not plan.deployments:
@@ -151,6 +183,7 @@ def build_application(cluster: Cluster, plan: Plan, args: AppArgs) -> Applicatio
         stats_period_s=args.stats_period_s,
         default_max_tokens=args.default_max_tokens,
         default_output_tokens=max(1, round(cluster.workload.mean_output_tokens)),
+        **reliability_settings(args),
     )
     router = serve.deployment(RouterIngress).options(
         name=ROUTER_DEPLOYMENT,
