@@ -155,7 +155,8 @@ class AdmissionQueue(Generic[T]):
             )
         w = work if work is not None else _work(request, eligible)
         if not self.config.late_binding:
-            excess = sum(max(0.0, v.num_outstanding - self._slots.get(v.instance_id, math.inf)) for v in eligible)
+            slots = sum(self._slots.get(v.instance_id, math.inf) for v in eligible)
+            excess = max(0.0, sum(v.num_outstanding for v in eligible) - slots)
             if excess + 1 > self.config.max_queue_requests:
                 return self._refuse(eligible, 0.0, w, "the cluster's queues are full")
             return Bound(self.policy.select(request, eligible, now_s))

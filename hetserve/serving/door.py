@@ -8,6 +8,8 @@ no scheduler work:
   shape. The router holds only the keys' SHA-256 digests (`key_digests`), read at build time
   from an environment variable or a file (never from the config YAML), and compares digests in
   constant time. `/health` stays open (load balancers probe it without a key).
+- Server-Timing: every answer carries `server-timing: router;dur=<ms>`, the time from the door
+  to the first byte of the answer (the router's share of the latency).
 - Body limit: a Content-Length above `max_body_bytes` is refused with 413 at once; a body sent
   without a length (chunked) is counted as it arrives and refused the same way when it passes
   the limit.
@@ -19,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +29,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-__all__ = ["BodyTooLarge", "Door", "DoorMiddleware", "digest", "load_api_key_digests"]
+__all__ = ["BodyTooLarge", "Door", "configure", "DoorMiddleware", "digest", "load_api_key_digests"]
 
 OPEN_PATHS = frozenset({"/health", "/-/healthz", "/-/routes"})
 
@@ -101,18 +104,41 @@ class BodyTooLarge(HTTPException):
         self.limit = limit
 
 
-class DoorMiddleware:
-    """ASGI middleware enforcing `door` on every HTTP request (see the module docstring)."""
+# The door of this process. Serve pickles the ingress class *by value* together with its FastAPI
+# app (middleware included), so the replica's app holds a copy of whatever object it was built
+# with; this module is imported by reference, so its global is the one the replica configures.
+_CURRENT = Door()
 
-    def __init__(self, app: Any, door: Door):
+
+def configure(key_digests: Iterable[str], max_body_bytes: int | None) -> None:
+    """Set this process's door (the router replica calls it at start)."""
+    _CURRENT.configure(key_digests, max_body_bytes)
+
+
+class DoorMiddleware:
+    """ASGI middleware enforcing this process's door on every HTTP request (module docstring)."""
+
+    def __init__(self, app: Any):
         self.app = app
-        self.door = door
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        door = self.door
+        door = _CURRENT
+        t0 = time.perf_counter()
+        inner_send = send
+
+        async def timed_send(message: dict) -> None:
+            # Server-Timing: how long the router took to start answering (its share of latency,
+            # without the proxy's and the network's).
+            if message.get("type") == "http.response.start":
+                dur = (time.perf_counter() - t0) * 1000
+                headers = list(message.get("headers") or []) + [(b"server-timing", f"router;dur={dur:.2f}".encode())]
+                message = {**message, "headers": headers}
+            await inner_send(message)
+
+        send = timed_send
         path = scope.get("path", "")
         root = scope.get("root_path", "")
         if root and path.startswith(root):

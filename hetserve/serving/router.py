@@ -35,7 +35,8 @@ from hetserve.records import RequestInfo
 from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
 from hetserve.scheduling.admission import AdmissionConfig, AdmissionQueue, Binding, Bound, Full
 from hetserve.scheduling.base import InstanceView
-from hetserve.serving.door import BodyTooLarge, Door, DoorMiddleware
+from hetserve.serving import door
+from hetserve.serving.door import BodyTooLarge, DoorMiddleware
 from hetserve.serving.engine_deployment import stats_from_routing
 from hetserve.serving.errors import RequestError, from_exception, from_validation_errors
 from hetserve.serving.health import HealthConfig, InstanceHealth
@@ -60,9 +61,8 @@ logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="hetserve", description="OpenAI-compatible API over a heterogeneous cluster.")
 # API keys and the body limit, checked before FastAPI parses a body; the router replica
-# configures this holder at start (one router replica per process).
-_DOOR = Door()
-api.add_middleware(DoorMiddleware, door=_DOOR)
+# configures its process's door at start (serving/door.py).
+api.add_middleware(DoorMiddleware)
 
 
 @api.exception_handler(RequestValidationError)
@@ -234,7 +234,7 @@ class RouterServer:
         self._created_s = int(time.time())
         self._counts = {"retried": 0, "refused_429": 0, "refused_503": 0, "failed": 0, "queued": 0}
         self._busy_since_trim = False
-        _DOOR.configure(spec.api_key_digests, spec.max_body_bytes)
+        door.configure(spec.api_key_digests, spec.max_body_bytes)
         self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile_forever())
 
     # ---- instances ---------------------------------------------------------------------------
