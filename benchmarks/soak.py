@@ -4,8 +4,9 @@ Starts a local cluster (the laptop config unless --cluster), deploys the app on 
 and offers open-loop Poisson arrivals at `--load` x the fluid bound's requests/s (the bound for
 the trace's requests on the planned instances, hetserve.sim.fluid; scaled by the time scale).
 Each request has the (prompt, output) lengths of the next Azure 2023 conv trace request (clipped
-to the context), sent as a token-id prompt with max_tokens = its output length, streamed with
-usage. Every `--sample-s` it records: the RSS of every process of the cluster (by role: router
+to the context), sent as a token-id prompt with max_tokens = its output length; a quarter are
+streamed with usage (TTFT is measured on them), the rest unary (fewer SSE events through the
+proxy on a small machine). Every `--sample-s` it records: the RSS of every process of the cluster (by role: router
 replicas, instances, proxy, controller, raylets, GCS, ...) and of this client, and for the
 requests finished in the interval: TTFT and E2E percentiles, errors by status, output tokens/s.
 
@@ -38,6 +39,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA = Path(os.environ.get("HETSERVE_DATA_DIR", REPO.parent / "shared" / "data"))
+if not DATA.exists():  # a git worktree sits one level deeper than the checkout
+    DATA = Path("/work/shared/data")
 
 
 def log(msg: str) -> None:
@@ -59,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--time-scale", type=float, default=1.0)
     p.add_argument("--router-replicas", type=int, default=1)
     p.add_argument("--sample-s", type=float, default=10.0)
+    p.add_argument(
+        "--stream-fraction", type=float, default=0.25, help="requests streamed (TTFT measured on these); the rest unary"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=str(HERE / "out" / "soak"))
     p.add_argument("--png-prefix", default=str(HERE / "soak"))
@@ -123,14 +129,10 @@ class Recorder:
         return out
 
 
-async def one_request(client, url: str, model: str, prompt: int, output: int, rec: Recorder) -> None:
-    body = {
-        "model": model,
-        "prompt": [random.randrange(100, 30000) for _ in range(prompt)],
-        "max_tokens": output,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+async def one_request(client, url: str, model: str, prompt: int, output: int, rec: Recorder, stream: bool) -> None:
+    body: dict = {"model": model, "prompt": [random.randrange(100, 30000) for _ in range(prompt)], "max_tokens": output}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
     t0 = time.monotonic()
     first = None
     status = 0
@@ -138,23 +140,31 @@ async def one_request(client, url: str, model: str, prompt: int, output: int, re
     tokens = 0
     rec.in_flight += 1
     try:
-        async with client.stream("POST", url, json=body) as r:
+        if not stream:
+            r = await client.post(url, json=body)
             status = r.status_code
             if status != 200:
-                await r.aread()
                 error = f"http {status}"
             else:
-                async for line in r.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    payload = json.loads(line[6:])
-                    if "error" in payload:
-                        error = f"stream error {payload['error'].get('code')}"
-                        continue
-                    if payload.get("usage"):
-                        tokens = payload["usage"]["completion_tokens"]
-                    if first is None and payload.get("choices") and payload["choices"][0].get("text"):
-                        first = time.monotonic()
+                tokens = r.json()["usage"]["completion_tokens"]
+        else:
+            async with client.stream("POST", url, json=body) as r:
+                status = r.status_code
+                if status != 200:
+                    await r.aread()
+                    error = f"http {status}"
+                else:
+                    async for line in r.aiter_lines():
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        payload = json.loads(line[6:])
+                        if "error" in payload:
+                            error = f"stream error {payload['error'].get('code')}"
+                            continue
+                        if payload.get("usage"):
+                            tokens = payload["usage"]["completion_tokens"]
+                        if first is None and payload.get("choices") and payload["choices"][0].get("text"):
+                            first = time.monotonic()
     except Exception as exc:  # a transport error is an error of the service too
         error = f"{type(exc).__name__}"
     finally:
@@ -236,7 +246,8 @@ async def drive(args, base: str, model: str, lengths: list[tuple[int, int]], rat
                 if now >= next_arrival:
                     prompt, output = lengths[i % len(lengths)]
                     i += 1
-                    task = asyncio.create_task(one_request(client, url, model, prompt, output, rec))
+                    stream = rng.random() < args.stream_fraction
+                    task = asyncio.create_task(one_request(client, url, model, prompt, output, rec, stream))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                     next_arrival += rng.expovariate(rate)

@@ -7,8 +7,11 @@ cluster queues without limit inside the engines (a slow instance's backlog then 
 fast one could have started sooner). With it:
 
 - An instance *has room* while its outstanding requests (this router's and, from the engines'
-  reports, the other router replicas') are below `slots_factor x max_num_seqs`: a request sent
-  there starts in the next batch instead of waiting in the engine.
+  reports, the other router replicas') are below `slots_factor x max_num_seqs` AND their
+  estimated KV demand (prompt + expected output each; the other replicas' requests at this
+  replica's mean) plus the new request's fits `kv_factor x` its KV cache: a request sent there
+  starts in the next batch instead of waiting in the engine (batch slots bind short requests, KV
+  long ones).
 - A request that arrives while some eligible instance has room is placed at once by the policy,
   among the instances with room. Otherwise it waits here, FIFO, and is bound to an instance
   late, when one has room (`next_binding`, called whenever work completes or reports arrive).
@@ -44,6 +47,7 @@ class AdmissionConfig:
     max_queue_requests: int = 1024
     max_queue_work_tokens: float = math.inf
     slots_factor: float = 1.0  # room while outstanding < slots_factor x max_num_seqs
+    kv_factor: float = 1.0  # ... and estimated KV demand <= kv_factor x KV capacity
     late_binding: bool = True
 
     def __post_init__(self) -> None:
@@ -51,8 +55,8 @@ class AdmissionConfig:
             raise ValueError(f"max_queue_requests must be >= 0 (got {self.max_queue_requests})")
         if self.max_queue_work_tokens < 0:
             raise ValueError(f"max_queue_work_tokens must be >= 0 (got {self.max_queue_work_tokens})")
-        if self.slots_factor <= 0:
-            raise ValueError(f"slots_factor must be > 0 (got {self.slots_factor})")
+        if self.slots_factor <= 0 or self.kv_factor <= 0:
+            raise ValueError(f"slots_factor and kv_factor must be > 0 (got {self.slots_factor}, {self.kv_factor})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,9 @@ class AdmissionQueue(Generic[T]):
         self._slots: dict[str, float] = {}
         self._queue: OrderedDict[str, _Entry[T]] = OrderedDict()
         self._queued_work = 0.0
+        self._kv_demand: dict[str, float] = {}  # per instance: KV demand of the requests bound here
+        self._num_bound: dict[str, int] = {}
+        self._bound: dict[str, tuple[str, float]] = {}  # request id -> (instance, its KV demand)
         self.num_refused = 0
         self.num_queued_total = 0
 
@@ -121,10 +128,44 @@ class AdmissionQueue(Generic[T]):
 
     def remove_instance(self, instance_id: str) -> None:
         self._slots.pop(instance_id, None)
+        self._kv_demand.pop(instance_id, None)
+        self._num_bound.pop(instance_id, None)
 
-    def has_room(self, view: InstanceView) -> bool:
+    def has_room(self, view: InstanceView, request: RequestInfo | None = None) -> bool:
         slots = self._slots.get(view.instance_id)
-        return slots is None or view.num_outstanding < slots
+        if slots is not None and view.num_outstanding >= slots:
+            return False
+        own = self._kv_demand.get(view.instance_id, 0.0)
+        num_own = self._num_bound.get(view.instance_id, 0)
+        new = _kv_demand(request, view) if request is not None else 0.0
+        # Requests of other router replicas: as many as the view holds beyond ours, each at our mean.
+        others = max(0, view.num_outstanding - num_own) * (own / num_own if num_own else new)
+        return num_own + max(0, view.num_outstanding - num_own) == 0 or (
+            own + others + new <= self.config.kv_factor * view.kv_capacity_tokens
+        )
+
+    # ---- bound requests (their KV demand) ---------------------------------------------------
+    def _on_bound(self, request: RequestInfo, view: InstanceView) -> None:
+        demand = _kv_demand(request, view)
+        iid = view.instance_id
+        self._bound[request.request_id] = (iid, demand)
+        self._kv_demand[iid] = self._kv_demand.get(iid, 0.0) + demand
+        self._num_bound[iid] = self._num_bound.get(iid, 0) + 1
+
+    def on_complete(self, request_id: str) -> None:
+        """A request this queue bound finished, failed or was abandoned: its KV demand leaves."""
+        entry = self._bound.pop(request_id, None)
+        if entry is None:
+            return
+        iid, demand = entry
+        if iid in self._num_bound:
+            self._num_bound[iid] -= 1
+            self._kv_demand[iid] = max(0.0, self._kv_demand[iid] - demand) if self._num_bound[iid] else 0.0
+
+    def _bind(self, request: RequestInfo, candidates: Sequence[InstanceView], now_s: float) -> str:
+        iid = self.policy.select(request, candidates, now_s)
+        self._on_bound(request, next(v for v in candidates if v.instance_id == iid))
+        return iid
 
     # ---- queue -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -159,11 +200,11 @@ class AdmissionQueue(Generic[T]):
             excess = max(0.0, sum(v.num_outstanding for v in eligible) - slots)
             if excess + 1 > self.config.max_queue_requests:
                 return self._refuse(eligible, 0.0, w, "the cluster's queues are full")
-            return Bound(self.policy.select(request, eligible, now_s))
+            return Bound(self._bind(request, eligible, now_s))
         if not self._queue:
-            roomy = [v for v in eligible if self.has_room(v)]
+            roomy = [v for v in eligible if self.has_room(v, request)]
             if roomy:
-                return Bound(self.policy.select(request, roomy, now_s))
+                return Bound(self._bind(request, roomy, now_s))
         if len(self._queue) + 1 > self.config.max_queue_requests:
             return self._refuse(eligible, self._queued_work, w, f"{len(self._queue)} requests wait already")
         if self._queued_work + w > self.config.max_queue_work_tokens and self._queue:
@@ -195,12 +236,12 @@ class AdmissionQueue(Generic[T]):
             self._queue.popitem(last=False)
             self._drop_work(entry)
             return Binding(entry.item, entry.request, None, "no healthy instance can hold it any more")
-        roomy = [v for v in eligible if self.has_room(v)]
+        roomy = [v for v in eligible if self.has_room(v, entry.request)]
         if not roomy:
             return None
         self._queue.popitem(last=False)
         self._drop_work(entry)
-        return Binding(entry.item, entry.request, self.policy.select(entry.request, roomy, now_s))
+        return Binding(entry.item, entry.request, self._bind(entry.request, roomy, now_s))
 
     def drain_all(self) -> list[Binding[T]]:
         """Empty the queue (shutdown): every entry unbound."""
@@ -224,6 +265,11 @@ class AdmissionQueue(Generic[T]):
 
 def _eligible(request: RequestInfo, views: Sequence[InstanceView], exclude: frozenset[str]) -> list[InstanceView]:
     return [v for v in views if v.healthy and v.instance_id not in exclude and v.can_hold(request)]
+
+
+def _kv_demand(request: RequestInfo, view: InstanceView) -> float:
+    """KV tokens a request is expected to hold at its end: prompt + expected output."""
+    return request.num_prompt_tokens + min(float(request.max_tokens), view.mean_output_tokens)
 
 
 def _work(request: RequestInfo, views: Sequence[InstanceView]) -> float:

@@ -398,6 +398,7 @@ class RouterServer:
         now_s = time.monotonic()
         self._tracker.on_complete(request_id, now_s)
         self._policy.on_complete(request_id, instance_id, now_s)
+        self._admission.on_complete(request_id)
         self._health.on_abandon(instance_id)
 
     # ---- dispatch ----------------------------------------------------------------------------
@@ -530,6 +531,7 @@ class RouterServer:
             end_s = time.monotonic()
             self._tracker.on_complete(req.request_id, end_s)
             self._policy.on_complete(req.request_id, instance_id, end_s)
+            self._admission.on_complete(req.request_id)
             ttft = first_s - arrival_s if first_s is not None else None
             tpot = (
                 (last_s - first_s) / (num_out - 1)

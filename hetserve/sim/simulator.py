@@ -245,8 +245,11 @@ class Simulator:
         for seq in res.finished:
             self.tracker.on_complete(seq.request_id, now_s)
             self.policy.on_complete(seq.request_id, inst.spec.instance_id, now_s)
-        if res.finished and self.admission is not None and len(self.admission):
-            self._bind_queued(now_s)
+        if res.finished and self.admission is not None:
+            for seq in res.finished:
+                self.admission.on_complete(seq.request_id)
+            if len(self.admission):
+                self._bind_queued(now_s)
         self._start_next(idx, now_s)
 
     # ---- admission (late binding) ------------------------------------------------------------
