@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--load", type=float, default=0.8, help="offered rate / fluid bound")
     p.add_argument("--time-scale", type=float, default=1.0)
     p.add_argument("--router-replicas", type=int, default=1)
+    p.add_argument(
+        "--stream-interval-s",
+        type=float,
+        default=0.2,
+        help="instances send a chunk at most this often (the app's stream_interval_s; fewer messages per token)",
+    )
     p.add_argument("--sample-s", type=float, default=10.0)
     p.add_argument(
         "--stream-fraction", type=float, default=0.25, help="requests streamed (TTFT measured on these); the rest unary"
@@ -355,7 +361,12 @@ def main(argv: list[str] | None = None) -> int:
         port = _free_port()
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
         app_args = load_app_args(
-            {"time_scale": args.time_scale, "stats_period_s": 1.0, "router_replicas": args.router_replicas}
+            {
+                "time_scale": args.time_scale,
+                "stats_period_s": 1.0,
+                "router_replicas": args.router_replicas,
+                "stream_interval_s": args.stream_interval_s,
+            }
         )
         serve.run(build_application(cluster, plan, app_args), name="soak", route_prefix="/soak")
         base = f"http://127.0.0.1:{port}/soak"
@@ -378,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "load": args.load,
         "time_scale": args.time_scale,
         "router_replicas": args.router_replicas,
+        "stream_interval_s": args.stream_interval_s,
         "offered_requests_per_s": rate,
         "fluid_bound_requests_per_s": bound.requests_per_s,
         "sent": sent,
