@@ -75,7 +75,7 @@ def _is_retryable(status: int, body: object) -> bool:
 async def _unary(client, base: str, i: int, max_tokens: int, retries: int = 3) -> dict:
     body = {"model": "llama-3.1-8b", "prompt": f"request {i} " * 40, "max_tokens": max_tokens}
     tries = []
-    for attempt in range(retries):
+    for _ in range(retries):
         try:
             r = await client.post(f"{base}/v1/completions", json=body)
             status = r.status_code
