@@ -250,7 +250,7 @@ def run_overload(args, cluster, plan, serve, port: int) -> list[dict]:
         n = k * slots
         peak = [rss_before]
 
-        async def burst():
+        async def burst(n: int = n, base: str = base, peak: list = peak):
             limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
             async with httpx.AsyncClient(timeout=900, limits=limits) as client:
                 stop = asyncio.Event()
@@ -333,7 +333,7 @@ def run_share(args, cluster, plan, serve) -> list[dict]:
         app_args = load_app_args({"time_scale": args.time_scale, "stats_period_s": 1.0, "router_replicas": routers})
         handle = serve.run(build_application(cluster, plan, app_args), name=name, route_prefix=None)
 
-        async def measure():
+        async def measure(handle=handle):
             stop = asyncio.Event()
 
             async def loop():
@@ -383,12 +383,14 @@ def write_md(results: dict, path: Path) -> None:
         lines += [
             "## An instance killed under load",
             "",
-            "200 unary completions (max_tokens 64) and 20 streams (max_tokens 256) in flight, then `ray.kill` of one L4 "
-            "replica once it serves at least 4 of them. *Lost* = not answered 200 with all 64 tokens, after the client's "
-            "retries on 503 (the router retries failed instances itself; a client retry is only needed when a router "
-            "replica dies). *Out of routing* = from the kill until the router lists the instance as not routable.",
+            "200 unary completions (max_tokens 64) and 20 streams (max_tokens 256) in flight, then `ray.kill` of "
+            "one L4 replica once it serves at least 4 of them. *Lost* = not answered 200 with all 64 tokens, after "
+            "the client's retries on 503 (the router retries failed instances itself; a client retry is only "
+            "needed when a router replica dies). *Out of routing* = from the kill until the router lists the "
+            "instance as not routable.",
             "",
-            "| router replicas | fault | unary lost | first-try statuses | client retries | streams | out of routing s |",
+            "| router replicas | fault | unary lost | first-try statuses | client retries | streams "
+            "| out of routing s |",
             "|---|---|---|---|---|---|---|",
         ]
         for r in results["kill"]:

@@ -183,10 +183,13 @@ class AdmissionQueue(Generic[T]):
         now_s: float,
         exclude: frozenset[str] = frozenset(),
         work: float | None = None,
+        retry: bool = False,
     ) -> Bound | Queued | Full:
         """Place, queue or refuse a new request. `views`: the instances the caller may route to
         (healthy ones; failed or broken ones already left out); `exclude`: instances this
-        request must not go to (tried already). Raises NoInstanceError if none can hold it."""
+        request must not go to (tried already). `retry`: a request admitted before whose
+        instance failed; never refused, and it waits at the head of the queue. Raises
+        NoInstanceError if none can hold it."""
         eligible = _eligible(request, views, exclude)
         if not eligible:
             raise NoInstanceError(
@@ -195,16 +198,22 @@ class AdmissionQueue(Generic[T]):
                 f"{sum(v.healthy for v in views)} healthy, {len(exclude)} tried already)"
             )
         w = work if work is not None else _work(request, eligible)
-        if not self.config.late_binding:
+        if not self.config.late_binding and not retry:
             slots = sum(self._slots.get(v.instance_id, math.inf) for v in eligible)
             excess = max(0.0, sum(v.num_outstanding for v in eligible) - slots)
             if excess + 1 > self.config.max_queue_requests:
                 return self._refuse(eligible, 0.0, w, "the cluster's queues are full")
             return Bound(self._bind(request, eligible, now_s))
-        if not self._queue:
+        if not self._queue or retry:
             roomy = [v for v in eligible if self.has_room(v, request)]
-            if roomy:
-                return Bound(self._bind(request, roomy, now_s))
+            if roomy or (retry and not self.config.late_binding):
+                return Bound(self._bind(request, roomy or eligible, now_s))
+        if retry:
+            self._queue[request.request_id] = _Entry(item, request, w, exclude)
+            self._queue.move_to_end(request.request_id, last=False)
+            self._queued_work += w
+            self.num_queued_total += 1
+            return Queued(1)
         if len(self._queue) + 1 > self.config.max_queue_requests:
             return self._refuse(eligible, self._queued_work, w, f"{len(self._queue)} requests wait already")
         if self._queued_work + w > self.config.max_queue_work_tokens and self._queue:

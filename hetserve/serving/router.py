@@ -353,14 +353,17 @@ class RouterServer:
 
     async def _bind(self, info: RequestInfo, exclude: frozenset[str]) -> str:
         """Admit `info` and return the instance it is dispatched to (waiting in the router's
-        queue if none has room). Raises RequestError 429 (queue full) or 503 (none routable)."""
+        queue if none has room). Raises RequestError 429 (queue full) or 503 (none routable).
+        A retry (`exclude` non-empty) was admitted before: never refused, first in the queue."""
         if not self._instances:
             await self._wait_for_instances()
         now_s = time.monotonic()
         t0 = time.perf_counter()
         fut: asyncio.Future = asyncio.get_running_loop().create_future()  # resolved by the pump if queued
         try:
-            decision = self._admission.offer(info, fut, self._routable_views(now_s), now_s, exclude)
+            decision = self._admission.offer(
+                info, fut, self._routable_views(now_s), now_s, exclude, retry=bool(exclude)
+            )
         except NoInstanceError as exc:
             raise self._unavailable(str(exc)) from None
         if isinstance(decision, Bound):

@@ -102,3 +102,18 @@ def test_config_is_validated():
     with pytest.raises(ValueError):
         AdmissionConfig(max_queue_requests=-1)
     assert AdmissionConfig().max_queue_work_tokens == math.inf
+
+
+def test_a_retry_is_never_refused_and_waits_first():
+    tracker, _, queue = _setup(slots=1, max_queue_requests=1)
+    for i in range(2):
+        d = queue.offer(_req(i), "x", tracker.views(), 0.0)
+        tracker.on_dispatch(_req(i), d.instance_id, 0.0)
+    assert isinstance(queue.offer(_req(2), "new", tracker.views(), 0.0), Queued)
+    assert isinstance(queue.offer(_req(3), "new", tracker.views(), 0.0), Full)
+    retry = queue.offer(_req(9), "retry", tracker.views(), 0.0, exclude=frozenset({"fast"}), retry=True)
+    assert isinstance(retry, Queued) and len(queue) == 2
+    tracker.on_complete("r0", 1.0)
+    tracker.on_complete("r1", 1.0)
+    b = queue.next_binding(tracker.views(), 1.0)
+    assert b is not None and (b.item, b.instance_id) == ("retry", "slow")
