@@ -497,9 +497,18 @@ def main(argv=None) -> int:
 
     cluster = load_cluster(args.cluster)
     plan = search_plan(cluster)
-    state_dir = tempfile.mkdtemp(prefix="hs-rel-")
-    ray_tmp = tempfile.mkdtemp(prefix="hsr-", dir="/tmp")
-    local = start_local_cluster(cluster, state_dir=state_dir, ray_temp_dir=ray_tmp)
+    from hetserve.config import ConfigError
+
+    for attempt in range(3):  # a node may miss Ray's fixed 30 s start window on a loaded machine
+        state_dir = tempfile.mkdtemp(prefix="hs-rel-")
+        ray_tmp = tempfile.mkdtemp(prefix="hsr-", dir="/tmp")
+        try:
+            local = start_local_cluster(cluster, state_dir=state_dir, ray_temp_dir=ray_tmp)
+            break
+        except ConfigError as exc:
+            log(f"cluster start failed (try {attempt + 1} of 3): {str(exc).splitlines()[0]}")
+            if attempt == 2:
+                raise
     parts = args.parts.split(",")
     results.update({"cluster": cluster.name, "time_scale": args.time_scale})
     try:

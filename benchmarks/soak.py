@@ -354,9 +354,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{cluster.name}: fluid bound {bound.requests_per_s:.2f} req/s ({bound.output_tokens_per_s:.0f} out tok/s); "
         f"offering {rate:.2f} req/s wall for {args.minutes} min"
     )
-    state_dir = tempfile.mkdtemp(prefix="hs-soak-")
-    ray_tmp = tempfile.mkdtemp(prefix="hss-", dir="/tmp")
-    local = start_local_cluster(cluster, state_dir=state_dir, ray_temp_dir=ray_tmp)
+    from hetserve.config import ConfigError
+
+    for attempt in range(3):  # a node may miss Ray's fixed 30 s start window on a loaded machine
+        state_dir = tempfile.mkdtemp(prefix="hs-soak-")
+        ray_tmp = tempfile.mkdtemp(prefix="hss-", dir="/tmp")
+        try:
+            local = start_local_cluster(cluster, state_dir=state_dir, ray_temp_dir=ray_tmp)
+            break
+        except ConfigError as exc:
+            log(f"cluster start failed (try {attempt + 1} of 3): {str(exc).splitlines()[0]}")
+            if attempt == 2:
+                raise
     t0 = time.time()
     try:
         ray.init(address=local.address, logging_level="ERROR", log_to_driver=False)
