@@ -342,6 +342,71 @@ class AppArgs(_Edge):
         "slow as the plan believes; a JSON object string is accepted).",
     )
 
+    # ---- reliability: admission, retries, failure detection, the door (serving/router.py) ----
+    max_queue_requests: int = Field(
+        default=256,
+        ge=0,
+        description="Requests one router replica holds in its queue waiting for an instance with room; "
+        "beyond it requests are refused at once with 429 and Retry-After.",
+    )
+    max_queue_work_tokens: float | None = Field(
+        default=None,
+        gt=0,
+        description="Bound on the queued requests' total estimated work (output-token equivalents); None: count only.",
+    )
+    late_binding: bool = Field(
+        default=True,
+        description="Bind a request to an instance when one has room (router-side queue); "
+        "False: place at arrival, queue in the engines (the bound still applies).",
+    )
+    bind_slots_factor: float = Field(
+        default=1.0,
+        gt=0,
+        le=16,
+        description="An instance has room while its outstanding requests are below this times its max_num_seqs.",
+    )
+    queue_timeout_s: float = Field(
+        default=300.0, gt=0, description="Longest wait in the router's queue before a 503, s."
+    )
+    max_tries: int = Field(
+        default=3, ge=1, le=10, description="Tries of a request whose instance fails (each on another instance)."
+    )
+    retry_backoff_s: float = Field(
+        default=0.05, ge=0, le=10, description="Wait before the first retry, doubled for each further one, s."
+    )
+    instance_timeout_s: float = Field(
+        default=60.0, gt=0, description="An instance that sends no chunk for this long has failed the request, s."
+    )
+    report_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="An instance whose stats reports stop for this long leaves routing, s; "
+        "default max(1.5, 1.5 x stats_period_s).",
+    )
+    breaker_failures: int = Field(
+        default=3, ge=1, description="Consecutive failed calls that open an instance's circuit breaker."
+    )
+    breaker_open_s: float = Field(
+        default=5.0, gt=0, description="How long an open breaker stays open before one probe request, s."
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of an environment variable holding the API key(s), comma-separated; "
+        "read when the app is built. Requests then need `Authorization: Bearer <key>`.",
+    )
+    api_key_file: str | None = Field(
+        default=None, description="File holding API keys, one per line (with or instead of api_key_env)."
+    )
+    max_body_bytes: int | None = Field(
+        default=2 * 1024**2, ge=1024, description="Largest request body accepted (413 beyond); None: no limit."
+    )
+
+    @property
+    def effective_report_timeout_s(self) -> float:
+        if self.report_timeout_s is not None:
+            return self.report_timeout_s
+        return max(1.5, 1.5 * self.stats_period_s)
+
     @field_validator("policy")
     @classmethod
     def _known_policy(cls, value: str) -> str:

@@ -8,6 +8,7 @@ every replica on a node labelled with that type and nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from ray import serve
@@ -15,10 +16,13 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from hetserve.catalog import ray_resource_name
-from hetserve.config import AppArgs, ModelSpec
+from hetserve.config import AppArgs, ConfigError, ModelSpec
 from hetserve.engines import EngineSpec
 from hetserve.records import DeploymentPlan, Plan
+from hetserve.scheduling.admission import AdmissionConfig
+from hetserve.serving.door import load_api_key_digests
 from hetserve.serving.engine_deployment import InstanceServer
+from hetserve.serving.health import HealthConfig
 from hetserve.serving.replica_router import REQUEST_ROUTER_PATH
 from hetserve.serving.router import RouterIngress, RouterSpec
 
@@ -124,6 +128,34 @@ def _plan_view(plan: Plan, args: AppArgs, tokenizer: str | None = None) -> dict[
     }
 
 
+def reliability_settings(args: AppArgs) -> dict[str, Any]:
+    """RouterSpec fields of retries, failure detection, admission and the door. API keys are read
+    here, from the environment or a file named in the args, and only their digests travel."""
+    try:
+        digests = load_api_key_digests(args.api_key_env, args.api_key_file)
+    except ValueError as exc:
+        raise ConfigError(f"app args: {exc}") from None
+    return {
+        "max_tries": args.max_tries,
+        "retry_backoff_s": args.retry_backoff_s,
+        "instance_timeout_s": args.instance_timeout_s,
+        "admission": AdmissionConfig(
+            max_queue_requests=args.max_queue_requests,
+            max_queue_work_tokens=args.max_queue_work_tokens if args.max_queue_work_tokens is not None else math.inf,
+            slots_factor=args.bind_slots_factor,
+            late_binding=args.late_binding,
+        ),
+        "queue_timeout_s": args.queue_timeout_s,
+        "health": HealthConfig(
+            report_timeout_s=args.effective_report_timeout_s,
+            failure_threshold=args.breaker_failures,
+            open_s=args.breaker_open_s,
+        ),
+        "api_key_digests": digests,
+        "max_body_bytes": args.max_body_bytes,
+    }
+
+
 def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Application:
     """The Serve application for `plan`: instance deployments bound into the router.
 
@@ -178,6 +210,7 @@ def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Applicatio
         tokenizer_path=tok_path,
         detokenize=bool(output_token_ids),
         learn_capacity=args.learn_capacity,
+        **reliability_settings(args),
     )
     router = serve.deployment(RouterIngress).options(
         name=ROUTER_DEPLOYMENT,

@@ -30,6 +30,7 @@ class RequestError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        retry_after_s: float | None = None,
     ):
         super().__init__(message)
         self.status_code = status_code
@@ -37,10 +38,11 @@ class RequestError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.retry_after_s = retry_after_s  # 429 / 503: when to try again (HTTP Retry-After)
 
     def __reduce__(self):
         # Crosses Ray process boundaries: rebuild with every field, not only the message.
-        return (RequestError, (self.status_code, self.message, self.type, self.param, self.code))
+        return (RequestError, (self.status_code, self.message, self.type, self.param, self.code, self.retry_after_s))
 
     def body(self) -> dict[str, Any]:
         err = ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code)

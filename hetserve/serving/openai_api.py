@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "ChatCompletionRequest",
@@ -34,6 +34,14 @@ __all__ = [
 
 
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs: the most alternatives per token it returns
+# Bounds on what one request may carry (vLLM's server refuses a seed beyond int64 too); the
+# router's body-size limit bounds the rest.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_STOP_STRINGS = 16
+MAX_STOP_CHARS = 1024
+MAX_MESSAGES = 4096
+MAX_CONTENT_PARTS = 256
+StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
 
 
 class _Body(BaseModel):
@@ -53,8 +61,12 @@ class _Sampling(_Body):
     n: Literal[1] = Field(default=1, description="Choices per request; hetserve serves one.")
     stream: bool = Field(default=False, description="Server-sent events, one per chunk, then `data: [DONE]`.")
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = Field(default=None, description="Stop strings (a real engine only).")
-    seed: int | None = None
+    stop: StopString | list[StopString] | None = Field(
+        default=None,
+        max_length=MAX_STOP_STRINGS,
+        description=f"Stop strings (a real engine only): at most {MAX_STOP_STRINGS}, each 1-{MAX_STOP_CHARS} chars.",
+    )
+    seed: int | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX, description="Sampling seed (int64).")
     ignore_eos: bool = Field(default=False, description="Generate exactly max_tokens (vLLM extension).")
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
@@ -73,6 +85,13 @@ class _Sampling(_Body):
             raise ValueError(f"token ids must be >= 0 (got {bad[0]})")
         return value
 
+    @field_validator("stream_options")
+    @classmethod
+    def _stream_options_need_stream(cls, value: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if value is not None and not info.data.get("stream", False):
+            raise ValueError("only allowed when stream is true")
+        return value
+
     @property
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -87,7 +106,9 @@ class _Sampling(_Body):
 class CompletionRequest(_Sampling):
     """POST /v1/completions. `prompt` is text or a list of token ids (one prompt)."""
 
-    prompt: str | list[int] = Field(description="Prompt text, or the prompt as token ids.")
+    prompt: Annotated[str, StringConstraints(min_length=1)] | list[int] = Field(
+        description="Prompt text (not empty), or the prompt as token ids."
+    )
     max_tokens: int = Field(default=16, ge=1, description="Output tokens to generate at most.")
     echo: Literal[False] = False
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS, description="Top alternatives per token.")
@@ -115,7 +136,9 @@ class TextPart(_Body):
 
 class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | Annotated[list[TextPart], Field(max_length=MAX_CONTENT_PARTS)] = Field(
+        description="Text, or a list of text parts (null is refused, as vLLM does)."
+    )
     name: str | None = None
 
     @property
@@ -130,7 +153,7 @@ class ChatMessage(_Body):
 class ChatCompletionRequest(_Sampling):
     """POST /v1/chat/completions."""
 
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(default=None, ge=1, description="Deprecated OpenAI name of max_completion_tokens.")
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = Field(default=None, description="Return each output token's log-probability.")

@@ -10,10 +10,15 @@ replicas each track their own dispatches; reconciliation counts the others' work
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import json
 import logging
+import math
+import os
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,14 +26,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorDiedError, RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from hetserve.engines.base import TokenChunk
-from hetserve.records import DeploymentPlan
+from hetserve.engines.base import EngineError, RequestTooLongError, TokenChunk
+from hetserve.records import DeploymentPlan, RequestInfo
 from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
+from hetserve.scheduling.admission import AdmissionConfig, AdmissionQueue, Binding, Bound, Full
+from hetserve.scheduling.base import InstanceView
+from hetserve.serving import door
+from hetserve.serving.door import BodyTooLarge, DoorMiddleware
 from hetserve.serving.engine_deployment import stats_from_routing
 from hetserve.serving.errors import RequestError, from_exception, from_validation_errors
+from hetserve.serving.health import HealthConfig, InstanceHealth
 from hetserve.serving.instance_directory import instance_replicas
 from hetserve.serving.metrics import InstanceTags, RouterMetrics
 from hetserve.serving.openai_api import (
@@ -51,6 +62,9 @@ __all__ = ["RouterIngress", "RouterServer", "RouterSpec", "api"]
 logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="hetserve", description="OpenAI-compatible API over a heterogeneous cluster.")
+# API keys and the body limit, checked before FastAPI parses a body; the router replica
+# configures its process's door at start (serving/door.py).
+api.add_middleware(DoorMiddleware)
 
 
 @api.exception_handler(RequestValidationError)
@@ -61,7 +75,18 @@ async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONRe
 
 @api.exception_handler(RequestError)
 async def _refused(request: Request, exc: RequestError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status_code)
+    return _error_response(exc)
+
+
+@api.exception_handler(BodyTooLarge)
+async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+    err = RequestError(413, str(exc.detail), code="body_too_large")
+    return _error_response(err)
+
+
+def _error_response(err: RequestError) -> JSONResponse:
+    headers = {"Retry-After": str(math.ceil(err.retry_after_s))} if err.retry_after_s is not None else None
+    return JSONResponse(err.body(), status_code=err.status_code, headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +107,15 @@ class RouterSpec:
     tokenizer_path: str | None = None  # local HF tokenizer: exact counts, chat template, ids to instances
     detokenize: bool = False  # instances stream ids only (emulated + tokenizer): the router makes the text
     learn_capacity: bool = True  # the online capacity fit (False: C stays at the plan's prediction)
+    # Reliability (see RouterServer): retries, failure detection, admission, the door.
+    max_tries: int = 3
+    retry_backoff_s: float = 0.05
+    instance_timeout_s: float = 60.0
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    queue_timeout_s: float = 300.0
+    health: HealthConfig = field(default_factory=HealthConfig)
+    api_key_digests: tuple[str, ...] = ()
+    max_body_bytes: int | None = None
 
 
 @dataclass(slots=True)
@@ -96,16 +130,76 @@ class _KnownReplica:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-class RouterServer:
-    """Ingress of the app: validates, places and streams every request.
+class _InstanceFailure(Exception):
+    """A call failed because of its instance (not the request): retry elsewhere if nothing has
+    reached the client yet."""
 
-    Per request: validate (model, token ids, prompt + max_tokens within the context) ->
-    `policy.select(RequestInfo, tracker.views(), now)` over healthy instances whose KV can hold it
-    -> `tracker.on_dispatch` -> stream from that exact replica, each chunk's tokens reported to
-    the tracker -> `on_complete` (also on failure or client disconnect, which aborts the request
-    on the instance). Every `stats_period_s` the replica set is re-read from the instance
-    directory (replicas added or replaced by Serve join, gone ones leave) and each replica's fresh
-    stats report is folded into the tracker (C, KV, drift of Q).
+    def __init__(self, instance_id: str, error: RequestError, dead: bool = False):
+        super().__init__(error.message)
+        self.instance_id = instance_id
+        self.error = error
+        self.dead = dead
+
+
+def _is_instance_failure(exc: BaseException) -> bool:
+    """Failures of the instance: actor death or unavailability, Serve refusing to reach it, an
+    engine error other than the request's own (too long). The request's own 4xx never are."""
+    if isinstance(exc, (RayActorError, BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError)):
+        return True
+    cause = exc
+    for _ in range(10):  # RayTaskError chains
+        if isinstance(cause, RequestTooLongError | RequestError):
+            return False
+        if isinstance(cause, EngineError | RayActorError):
+            return True
+        nxt = getattr(cause, "cause", None)
+        if nxt is None or nxt is cause:
+            break
+        cause = nxt
+    return False
+
+
+def _release_memory() -> None:
+    """Give freed heap back to the OS after a burst (glibc keeps it otherwise, so an idle router
+    would stay at its peak RSS)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _rss_bytes() -> int:
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class RouterServer:
+    """Ingress of the app: validates, admits, places and streams every request.
+
+    Per request: validate (model, token ids, prompt + max_tokens within the context) -> admit
+    (hetserve.scheduling.admission): placed at once by `policy.select` among routable instances
+    with room, else queued at the router (bounded by count and work; full: 429 + Retry-After; no
+    routable instance: 503) and bound late, when an instance has room -> `tracker.on_dispatch`
+    -> stream from that exact replica, each chunk's tokens reported to the tracker ->
+    `on_complete` (also on failure or client disconnect, which aborts the request on the
+    instance).
+
+    Failures of the instance (actor death, engine error, no chunk for `instance_timeout_s`)
+    before anything reached the client are retried on another instance, at most `max_tries`
+    tries with backoff, never on an instance tried already; a unary request is retried any time
+    before it completes (its output is only sent once complete). A stream that has sent tokens
+    ends with an error event. Routable = reported healthy, not dead (a call failed with actor
+    death: out at once), not stale (no report for `report_timeout_s`), circuit breaker not open
+    (serving/health.py).
+
+    Every `min(stats_period_s, 0.25)` s the replica set is re-read from the instance directory
+    (replicas added or replaced by Serve join, gone ones leave), each replica's fresh stats
+    report is folded into the tracker (C, KV, drift of Q, other router replicas' work as
+    external), and the queue is offered to instances that gained room.
 
     HTTP routes are the `http_*` methods; `generate` / `generate_stream` serve Python handles.
     """
@@ -143,9 +237,14 @@ class RouterServer:
             # period of that may not have reached the engine yet.
             report_grace_s=max(1.0, 2.0 * spec.stats_period_s),
         )
+        self._admission: AdmissionQueue[asyncio.Future] = AdmissionQueue(self._policy, spec.admission)
+        self._health = InstanceHealth(spec.health)
         self._instances: dict[str, _KnownReplica] = {}
         self._metrics = RouterMetrics()
         self._created_s = int(time.time())
+        self._counts = {"retried": 0, "refused_429": 0, "refused_503": 0, "failed": 0, "queued": 0}
+        self._busy_since_trim = False
+        door.configure(spec.api_key_digests, spec.max_body_bytes)
         self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile_forever())
 
     # ---- instances ---------------------------------------------------------------------------
@@ -160,6 +259,8 @@ class RouterServer:
             for iid in [i for i, inst in self._instances.items() if inst.deployment.name == dep.name]:
                 if iid not in current:
                     self._tracker.remove_instance(iid)
+                    self._admission.remove_instance(iid)
+                    self._health.remove(iid)
                     del self._instances[iid]
             for snap in snaps:
                 inst = self._instances.get(snap.instance_id)
@@ -175,6 +276,8 @@ class RouterServer:
                         max_num_seqs=dep.config.max_num_seqs,
                         coeffs=dep.coeffs,
                     )
+                    self._admission.set_slots(snap.instance_id, dep.config.max_num_seqs)
+                    self._health.add(snap.instance_id, now_s)
                     inst = _KnownReplica(
                         snap.instance_id,
                         dep,
@@ -186,6 +289,7 @@ class RouterServer:
                 if stats is not None and seq > inst.last_seq:
                     inst.last_seq = seq
                     inst.stats = snap.routing_stats
+                    self._health.on_report(snap.instance_id, now_s)
                     self._tracker.set_healthy(snap.instance_id, stats.healthy)
                     # Reports reach us up to a stats period late (via Serve's controller). Date
                     # each at when the engine took it, so the tracker's "dispatched before the
@@ -194,17 +298,27 @@ class RouterServer:
                     self._tracker.reconcile(snap.instance_id, stats, now_s - age_s)
 
     async def _reconcile_forever(self) -> None:
+        period_s = min(self._spec.stats_period_s, 0.25)
+        last_metrics_s = 0.0
         while True:
             try:
                 self._sync_instances()
-                for view in self._tracker.views():
-                    inst = self._instances.get(view.instance_id)
-                    if inst is not None:
-                        self._metrics.load(inst.tags, view.outstanding_tokens, view.capacity_tokens_per_s)
-                        self._metrics.fit(inst.tags, self._tracker.fit_summary(view.instance_id))
+                self._pump()
+                now_s = time.monotonic()
+                if now_s - last_metrics_s >= self._spec.stats_period_s:
+                    last_metrics_s = now_s
+                    for view in self._tracker.views():
+                        inst = self._instances.get(view.instance_id)
+                        if inst is not None:
+                            self._metrics.load(inst.tags, view.outstanding_tokens, view.capacity_tokens_per_s)
+                            self._metrics.fit(inst.tags, self._tracker.fit_summary(view.instance_id))
+                idle = not len(self._admission) and not any(v.num_outstanding for v in self._tracker.views())
+                if idle and self._busy_since_trim:
+                    self._busy_since_trim = False
+                    _release_memory()
             except Exception:  # keep reconciling: one bad report must not stop the loop
                 logger.exception("hetserve router: reconcile failed")
-            await asyncio.sleep(self._spec.stats_period_s)
+            await asyncio.sleep(period_s)
 
     async def _wait_for_instances(self) -> None:
         self._sync_instances()
@@ -213,30 +327,172 @@ class RouterServer:
             await asyncio.sleep(0.05)
             self._sync_instances()
 
-    # ---- dispatch ----------------------------------------------------------------------------
-    async def _stream_tokens(self, prepared: Prepared) -> AsyncIterator[TokenChunk]:
-        """Place the request on one instance and stream its chunks, keeping the tracker exact."""
-        req = prepared.request
+    def _routable_views(self, now_s: float) -> list[InstanceView]:
+        return [v for v in self._tracker.views() if v.healthy and self._health.routable(v.instance_id, now_s)]
+
+    # ---- admission -----------------------------------------------------------------------------
+    def _dispatch(self, info: RequestInfo, instance_id: str, now_s: float) -> None:
+        self._policy.on_dispatch(info, instance_id, now_s)
+        self._tracker.on_dispatch(info, instance_id, now_s)
+        self._health.on_bind(instance_id, now_s)
+        self._busy_since_trim = True
+
+    def _pump(self) -> None:
+        """Bind queued requests, head first, while an instance has room."""
+        while len(self._admission):
+            now_s = time.monotonic()
+            binding: Binding[asyncio.Future] | None = self._admission.next_binding(self._routable_views(now_s), now_s)
+            if binding is None:
+                return
+            fut = binding.item
+            if fut.done():  # its client went away meanwhile
+                continue
+            if binding.instance_id is None:
+                fut.set_exception(self._unavailable(binding.error or "no instance"))
+                continue
+            self._dispatch(binding.request, binding.instance_id, now_s)
+            fut.set_result(binding.instance_id)
+
+    def _unavailable(self, why: str) -> RequestError:
+        self._counts["refused_503"] += 1
+        return RequestError(
+            503,
+            f"no healthy instance can take the request: {why}",
+            type="service_unavailable",
+            code="no_instance",
+            retry_after_s=1.0,
+        )
+
+    async def _bind(self, info: RequestInfo, exclude: frozenset[str]) -> str:
+        """Admit `info` and return the instance it is dispatched to (waiting in the router's
+        queue if none has room). Raises RequestError 429 (queue full) or 503 (none routable).
+        A retry (`exclude` non-empty) was admitted before: never refused, first in the queue."""
         if not self._instances:
             await self._wait_for_instances()
         now_s = time.monotonic()
-        info = placement_info(prepared, now_s)
         t0 = time.perf_counter()
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()  # resolved by the pump if queued
         try:
-            instance_id = self._policy.select(info, self._tracker.views(), now_s)
+            decision = self._admission.offer(
+                info, fut, self._routable_views(now_s), now_s, exclude, retry=bool(exclude)
+            )
         except NoInstanceError as exc:
-            raise from_exception(exc) from None
-        self._metrics.decision(self._spec.policy, time.perf_counter() - t0)
-        self._policy.on_dispatch(info, instance_id, now_s)
-        self._tracker.on_dispatch(info, instance_id, now_s)
-        inst = self._instances[instance_id]
+            raise self._unavailable(str(exc)) from None
+        if isinstance(decision, Bound):
+            self._metrics.decision(self._spec.policy, time.perf_counter() - t0)
+            self._dispatch(info, decision.instance_id, now_s)
+            return decision.instance_id
+        if isinstance(decision, Full):
+            self._counts["refused_429"] += 1
+            raise RequestError(
+                429,
+                f"the service is at capacity ({decision.reason}); retry after {math.ceil(decision.retry_after_s)} s",
+                type="rate_limit_exceeded",
+                code="queue_full",
+                retry_after_s=decision.retry_after_s,
+            )
+        self._counts["queued"] += 1
+        self._busy_since_trim = True
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self._spec.queue_timeout_s)
+        except TimeoutError:
+            self._admission.remove(info.request_id)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._abandon(info.request_id, fut.result())
+            fut.cancel()
+            raise self._unavailable(f"waited {self._spec.queue_timeout_s:.0f} s in the router's queue") from None
+        except asyncio.CancelledError:
+            self._admission.remove(info.request_id)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._abandon(info.request_id, fut.result())
+            fut.cancel()
+            raise
+
+    def _abandon(self, request_id: str, instance_id: str) -> None:
+        """A dispatched request that never reached its instance (its client left first)."""
+        now_s = time.monotonic()
+        self._tracker.on_complete(request_id, now_s)
+        self._policy.on_complete(request_id, instance_id, now_s)
+        self._admission.on_complete(request_id)
+        self._health.on_abandon(instance_id)
+
+    # ---- dispatch ----------------------------------------------------------------------------
+    async def _stream_tokens(self, prepared: Prepared, buffered: bool = False) -> AsyncIterator[TokenChunk]:
+        """Admit, place and stream the request's chunks, retrying failed instances.
+
+        `buffered` (unary requests): chunks are held until the request completes, so a failure at
+        any point before that is retried elsewhere. Streams retry only before their first chunk."""
+        req = prepared.request
+        arrival_s = time.monotonic()
+        tried: set[str] = set()
+        last: _InstanceFailure | None = None
+        for attempt in range(max(1, self._spec.max_tries)):
+            if attempt:
+                self._counts["retried"] += 1
+                await asyncio.sleep(self._spec.retry_backoff_s * 2 ** (attempt - 1))
+            info = placement_info(prepared, time.monotonic())
+            try:
+                instance_id = await self._bind(info, frozenset(tried))
+            except RequestError as err:
+                if last is not None and err.status_code == 503:
+                    break  # nowhere left to retry: report the instance's failure
+                raise
+            tried.add(instance_id)
+            held: list[TokenChunk] = []
+            sent = False
+            try:
+                # aclosing: a client that leaves mid-stream closes the try at once (its finally
+                # aborts the request on the instance), not whenever the GC finalizes it.
+                async with aclosing(self._attempt(prepared, instance_id, arrival_s)) as chunks:
+                    async for chunk in chunks:
+                        if buffered:
+                            held.append(chunk)
+                        else:
+                            sent = True
+                            yield chunk
+                for chunk in held:
+                    yield chunk
+                return
+            except _InstanceFailure as failure:
+                last = failure
+                if sent:
+                    raise failure.error from None
+                logger.warning(
+                    "hetserve router: request %s failed on instance %s (try %d of %d), retrying: %s",
+                    req.request_id,
+                    instance_id,
+                    attempt + 1,
+                    self._spec.max_tries,
+                    failure.error.message[:200],
+                )
+        assert last is not None
+        self._counts["failed"] += 1
+        raise last.error
+
+    async def _attempt(self, prepared: Prepared, instance_id: str, arrival_s: float) -> AsyncIterator[TokenChunk]:
+        """One try on `instance_id` (already dispatched in the tracker): stream its chunks.
+        Failures of the instance become _InstanceFailure (after updating its health)."""
+        req = prepared.request
+        inst = self._instances.get(instance_id)
+        if inst is None:  # left the replica set between binding and now
+            self._abandon(req.request_id, instance_id)
+            raise _InstanceFailure(
+                instance_id, RequestError(503, f"instance {instance_id} left", type="service_unavailable")
+            )
         self._metrics.routed(inst.tags)
         response = self._handles[inst.deployment.name].generate.remote(req, **{TARGET_KWARG: instance_id})
         first_s = last_s = None
         num_out = 0
         done = False
+        verdict: bool | None = None  # True: instance served; False: instance failed
+        timeout_s = self._spec.instance_timeout_s
         try:
-            async for chunk in response:
+            iterator = response.__aiter__()
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(iterator.__anext__(), timeout_s)
+                except StopAsyncIteration:
+                    break
                 last_s = time.monotonic()
                 if first_s is None and chunk.token_ids:
                     first_s = last_s
@@ -244,26 +500,62 @@ class RouterServer:
                 self._tracker.on_tokens(req.request_id, len(chunk.token_ids), last_s)
                 yield chunk
             done = True
+            verdict = True
         except (GeneratorExit, asyncio.CancelledError):
             raise
-        except RayActorError as exc:  # the replica died mid-request (Serve replaces it)
-            raise RequestError(
-                503,
-                f"instance {instance_id} ({inst.deployment.name}) went away during the request: {exc}",
-                type="service_unavailable",
-                code="instance_unavailable",
+        except TimeoutError:
+            verdict = False
+            self._health.on_failure(instance_id, time.monotonic())
+            raise _InstanceFailure(
+                instance_id,
+                RequestError(
+                    503,
+                    f"instance {instance_id} ({inst.deployment.name}) sent nothing for {timeout_s:.0f} s",
+                    type="service_unavailable",
+                    code="instance_timeout",
+                ),
             ) from None
         except Exception as exc:
-            raise from_exception(exc) from None
+            if not _is_instance_failure(exc):
+                verdict = True  # the request's own problem, not the instance's
+                raise from_exception(exc) from None
+            verdict = False
+            dead = isinstance(exc, ActorDiedError)
+            now_s = time.monotonic()
+            if dead:
+                self._health.on_dead(instance_id)
+            self._health.on_failure(instance_id, now_s)
+            raise _InstanceFailure(
+                instance_id,
+                RequestError(
+                    503,
+                    f"instance {instance_id} ({inst.deployment.name}) went away during the request: "
+                    f"{type(exc).__name__}: {str(exc)[:300]}",
+                    type="service_unavailable",
+                    code="instance_unavailable",
+                ),
+                dead=dead,
+            ) from None
         finally:
             if not done:
                 response.cancel()  # the client went away or the call failed: free the engine's KV
+            if verdict is True:
+                self._health.on_success(instance_id)
+            elif verdict is None:
+                self._health.on_abandon(instance_id)
             end_s = time.monotonic()
             self._tracker.on_complete(req.request_id, end_s)
             self._policy.on_complete(req.request_id, instance_id, end_s)
-            ttft = first_s - now_s if first_s is not None else None
-            tpot = (last_s - first_s) / (num_out - 1) if first_s is not None and num_out > 1 else None
-            self._metrics.latency(inst.tags, ttft, tpot, end_s - now_s)
+            self._admission.on_complete(req.request_id)
+            ttft = first_s - arrival_s if first_s is not None else None
+            tpot = (
+                (last_s - first_s) / (num_out - 1)
+                if first_s is not None and last_s is not None and num_out > 1
+                else None
+            )
+            if done:
+                self._metrics.latency(inst.tags, ttft, tpot, end_s - arrival_s)
+            self._pump()  # its slot is free: bind the next queued request
 
     async def _complete(self, prepared: Prepared) -> dict[str, Any]:
         parts: list[str] = []
@@ -271,7 +563,7 @@ class RouterServer:
         logprobs: list[Any] = []
         finish, num_out, num_prompt = None, 0, prepared.num_prompt_tokens
         prompt_ids = prepared.request.prompt_token_ids
-        async for chunk in self._stream_tokens(prepared):
+        async for chunk in self._stream_tokens(prepared, buffered=True):
             parts.append(prepared.text_of(chunk))
             ids.extend(chunk.token_ids)
             logprobs.extend(chunk.logprobs or ())
@@ -326,7 +618,7 @@ class RouterServer:
         except StopAsyncIteration:
             first = None
         except RequestError as err:
-            return JSONResponse(err.body(), status_code=err.status_code)
+            return _error_response(err)
 
         async def events() -> AsyncIterator[str]:
             try:
@@ -357,6 +649,7 @@ class RouterServer:
     async def instances(self) -> list[dict[str, Any]]:
         """Each instance's state as this router replica sees it (also GET /v1/hetserve/instances)."""
         self._sync_instances()
+        now_s = time.monotonic()
         out = []
         for view in self._tracker.views():
             inst = self._instances[view.instance_id]
@@ -384,9 +677,25 @@ class RouterServer:
                     # What C rests on: fitted coefficients, speed vs plan, step-time error of the
                     # fit and of the plan (measured vs predicted), C's uncertainty and mix.
                     **self._tracker.fit_summary(view.instance_id),
+                    "routable": view.healthy and self._health.routable(view.instance_id, now_s),
+                    **self._health.describe(view.instance_id, now_s),
                 }
             )
         return out
+
+    async def router_stats(self) -> dict[str, Any]:
+        """This router replica: process memory, queue and refusal counts (also GET
+        /v1/hetserve/router; tests and benchmarks read memory here)."""
+        views = self._tracker.views()
+        return {
+            "router": self._router_id,
+            "pid": os.getpid(),
+            "rss_bytes": _rss_bytes(),
+            "queue_length": len(self._admission),
+            "queued_work_tokens": self._admission.queued_work_tokens,
+            "in_flight": sum(v.num_outstanding for v in views),
+            **self._counts,
+        }
 
     def plan(self) -> dict[str, Any]:
         return self._spec.plan_view
@@ -413,7 +722,7 @@ class RouterServer:
     @api.get("/health")
     async def http_health(self):
         self._sync_instances()
-        healthy = sum(v.healthy for v in self._tracker.views())
+        healthy = len(self._routable_views(time.monotonic()))
         body = {
             "status": "ok" if healthy else "unavailable",
             "healthy_instances": healthy,
@@ -428,6 +737,10 @@ class RouterServer:
     @api.get("/v1/hetserve/instances")
     async def http_instances(self):
         return {"object": "list", "data": await self.instances()}
+
+    @api.get("/v1/hetserve/router")
+    async def http_router(self):
+        return await self.router_stats()
 
 
 RouterIngress = serve.ingress(api)(RouterServer)

@@ -21,6 +21,7 @@ from hetserve.engines.batching import ContinuousBatcher, StepPlan
 from hetserve.engines.batching import Sequence as Seq
 from hetserve.model.online_fit import StepAccumulator
 from hetserve.records import InstanceStats, PlannedInstance, RequestInfo
+from hetserve.scheduling.admission import AdmissionQueue, Bound, Full
 from hetserve.scheduling.base import NoInstanceError, SchedulingPolicy
 from hetserve.scheduling.load import LoadTracker
 from hetserve.sim.events import ARRIVAL_PRIORITY, Marker, StepEnd, Tick
@@ -173,7 +174,10 @@ class Simulator:
         config: SimConfig | None = None,
         tracker: LoadTracker | None = None,
         progress: Callable[[int], None] | None = None,
+        admission: AdmissionQueue[int] | None = None,
     ):
+        """`admission`: the live router's admission queue (late binding, bounded queue) in front
+        of the policy; its policy must be `policy`. None: every request is placed on arrival."""
         if not instances:
             raise ValueError("no instances to simulate")
         self.config = config or SimConfig()
@@ -211,6 +215,13 @@ class Simulator:
         self._last_step_s = 0.0
         self._stop = False
         self._done = False
+        self.admission = admission
+        self.num_refused = 0
+        if admission is not None:
+            if admission.policy is not policy:
+                raise ValueError("the admission queue must place requests with the simulated policy")
+            for spec in self.specs:
+                admission.set_slots(spec.instance_id, spec.max_num_seqs)
 
     # ---- heap ------------------------------------------------------------------------------
     def _push(self, time_s: float, event) -> None:
@@ -275,7 +286,35 @@ class Simulator:
         for seq in res.finished:
             self.tracker.on_complete(seq.request_id, now_s)
             self.policy.on_complete(seq.request_id, inst.spec.instance_id, now_s)
+        if res.finished and self.admission is not None:
+            for seq in res.finished:
+                self.admission.on_complete(seq.request_id)
+            if len(self.admission):
+                self._bind_queued(now_s)
         self._start_next(idx, now_s)
+
+    # ---- admission (late binding) ------------------------------------------------------------
+    def _dispatch(self, j: int, request: RequestInfo, iid: str, now_s: float) -> None:
+        k = self._index[iid]
+        self.tracker.on_dispatch(request, iid, now_s)
+        self.policy.on_dispatch(request, iid, now_s)
+        seq = Seq(request.request_id, self._prompts[j], self._outputs[j], now_s)
+        self._seqs[j] = seq
+        self._instance_of[j] = k
+        inst = self._insts[k]
+        inst.batcher.add(seq)
+        if not inst.busy:
+            self._start_next(k, now_s)
+
+    def _bind_queued(self, now_s: float) -> None:
+        """Bind queued requests to instances that have room (the live router's pump)."""
+        assert self.admission is not None
+        while True:
+            binding = self.admission.next_binding(self.tracker.views(), now_s)
+            if binding is None:
+                return
+            if binding.instance_id is not None:
+                self._dispatch(binding.item, binding.request, binding.instance_id, now_s)
 
     # ---- observers -------------------------------------------------------------------------
     def _on_tick(self, now_s: float) -> None:
@@ -345,6 +384,7 @@ class Simulator:
         max_tokens = reqs.max_tokens.tolist()
         instance_of = np.full(n, -1, dtype=np.int64)
         seqs: list[Seq | None] = [None] * n
+        self._prompts, self._outputs, self._seqs, self._instance_of = prompts, outputs, seqs, instance_of
         self._window = self.config.window_for(reqs)
         self._push(self._window[0], Marker(0))
         self._push(self._window[1], Marker(1))
@@ -389,6 +429,16 @@ class Simulator:
             i += 1
             self._arrivals_left = i < n
             self._deadline_s = min(arrival[i] if i < n else INF, self._next_tick_s, self._next_marker_s)
+            if self.admission is not None:
+                try:
+                    decision = self.admission.offer(request, j, tracker.views(), now_s)
+                except NoInstanceError:
+                    continue
+                if isinstance(decision, Bound):
+                    self._dispatch(j, request, decision.instance_id, now_s)
+                elif isinstance(decision, Full):
+                    self.num_refused += 1
+                continue
             try:
                 iid = policy.select(request, tracker.views(), now_s)
             except NoInstanceError:
