@@ -13,7 +13,7 @@ import sys
 from hetserve.config import ConfigError
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("plan", "simulate", "cluster")
+COMMANDS = ("plan", "simulate", "bench", "cluster")
 
 
 def build_parser() -> argparse.ArgumentParser:

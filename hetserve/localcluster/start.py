@@ -56,8 +56,9 @@ def start_local_cluster(
     head_num_cpus: int = 4,
     worker_num_cpus: int | None = None,
     metrics_export_port: int | None = None,
-    dashboard: bool = False,
+    dashboard: bool = True,
     dashboard_port: int | None = None,
+    dashboard_host: str = "127.0.0.1",
     port: int | None = None,
     ray_temp_dir: str | Path | None = None,
     object_store_memory_bytes: int = DEFAULT_OBJECT_STORE_BYTES,
@@ -71,6 +72,8 @@ def start_local_cluster(
     `hetserve.io/node`, `hetserve.io/accelerator`. Ports left as None are picked free. Logical
     CPUs per worker: the node's `overrides.num_cpus`, else `worker_num_cpus`, else
     max(4, 2·count), enough for one replica per accelerator plus Serve's own actors.
+    The Ray dashboard (and its Serve REST API) starts on the head by default, on `dashboard_host`
+    (loopback: reach it from elsewhere through an SSH tunnel, not an open port).
 
     Args:
         state_dir: where the state file (`local_cluster.json`) and the nodes' logs (`logs/`) go;
@@ -162,7 +165,11 @@ def start_local_cluster(
             f"--labels={_labels_arg(head_labels)}",
         ]
         if dashboard:
-            head_args += ["--include-dashboard=true", f"--dashboard-port={dash_port}"]
+            head_args += [
+                "--include-dashboard=true",
+                f"--dashboard-host={dashboard_host}",
+                f"--dashboard-port={dash_port}",
+            ]
         else:
             head_args += ["--include-dashboard=false"]
         if head_temp is not None:
@@ -247,7 +254,7 @@ def start_local_cluster(
         workers=tuple(nodes[1:]),
         state_file=str(state_file.absolute()),
         ray_temp_dir=str(temp_root),
-        dashboard_url=f"http://127.0.0.1:{dash_port}" if dashboard else None,
+        dashboard_url=f"http://{dashboard_host}:{dash_port}" if dashboard else None,
         startup_s=round(time.monotonic() - t0, 3),
     )
     write_local_cluster(result, state_file)

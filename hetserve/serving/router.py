@@ -132,6 +132,7 @@ class RouterServer:
         # so fills the instance directory before the first request.
         self._handles = {name: h.options(stream=True) for name, h in instances.items()}
         self._policy = make_policy(spec.policy, seed=spec.seed)
+        self._policy_name = spec.policy  # `reconfigure` may swap the policy
         self._tracker = LoadTracker(default_output_tokens=spec.default_output_tokens)
         self._instances: dict[str, _Instance] = {}
         self._metrics = RouterMetrics()
@@ -214,7 +215,7 @@ class RouterServer:
             instance_id = self._policy.select(info, self._tracker.views(), now_s)
         except NoInstanceError as exc:
             raise from_exception(exc) from None
-        self._metrics.decision(self._spec.policy, time.perf_counter() - t0)
+        self._metrics.decision(self._policy_name, time.perf_counter() - t0)
         self._policy.on_dispatch(info, instance_id, now_s)
         self._tracker.on_dispatch(info, instance_id, now_s)
         inst = self._instances[instance_id]
@@ -351,7 +352,20 @@ class RouterServer:
         return out
 
     def plan(self) -> dict[str, Any]:
-        return self._spec.plan_view
+        return {**self._spec.plan_view, "policy": self._policy_name} if self._spec.plan_view else {}
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Serve `user_config` of the router deployment: `{"policy": name, "seed": n}` swaps in a
+        fresh policy and a fresh load tracker (instances rejoin at the next reconcile), without
+        touching the instance replicas. A router-only, lightweight update: `hetserve bench`
+        compares policies on the same running instances this way."""
+        config = config or {}
+        name = str(config.get("policy", self._policy_name))
+        self._policy = make_policy(name, seed=int(config.get("seed", self._spec.seed)))
+        self._policy_name = name
+        self._tracker = LoadTracker(default_output_tokens=self._spec.default_output_tokens)
+        self._instances = {}
+        self._sync_instances()
 
     # ---- HTTP ----------------------------------------------------------------------------------
     @api.post("/v1/completions")
