@@ -26,6 +26,7 @@ import platform
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,7 @@ def make_loadgen():
             self._model = model
             self._dep = instance_deployment
             self._handles: dict = {}
+            self._tag = uuid.uuid4().hex[:8]  # request ids unique across generators
 
         def _call(self, path: str):
             from ray import serve
@@ -118,7 +120,7 @@ def make_loadgen():
 
             async def direct():
                 counter[0] += 1
-                req = GenerateRequest(f"d{counter[0]}", 1, prompt_token_ids=(100,) * 8, num_prompt_tokens=8)
+                req = GenerateRequest(f"d{self._tag}-{counter[0]}", 1, prompt_token_ids=(100,) * 8, num_prompt_tokens=8)
                 async for _ in h.generate.remote(req):
                     pass
 
@@ -244,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": _free_port()})
+        for name in (APP, CHAIN_APP):  # a config deploy of unchanged args would keep old code
+            if name in serve.status().applications:
+                serve.delete(name)
         deploy_app(serve_config(APP, app_args, "hetero", router_replicas=1, route_prefix=None))
         serve.run(chain_app(), name=CHAIN_APP, route_prefix=None)
         LoadGen = make_loadgen()

@@ -26,6 +26,15 @@ __all__ = ["ROUTER_DEPLOYMENT", "build_application", "deployment_name", "instanc
 
 ROUTER_DEPLOYMENT = "router"
 
+# Serve's replica defaults put every request through two extra thread hops: user code runs on an
+# event loop in its own thread, and outgoing handle calls on a router loop in another; profiling
+# the router under load (benchmarks/overhead.md) showed the cross-thread future chaining and
+# per-request access-log lines among its largest costs. The router and the instances are fully
+# async, so they run Serve's "throughput optimized" replica layout: one loop, no access log
+# (their own metrics carry what a log line would).
+REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+REPLICA_LOGGING = {"enable_access_log": False}
+
 
 def deployment_name(dp: DeploymentPlan) -> str:
     """The planner's unique name, or the configuration's (accelerator type and TP)."""
@@ -46,6 +55,7 @@ def instance_deployment_options(dp: DeploymentPlan, args: AppArgs) -> dict[str, 
         "name": deployment_name(dp),
         "num_replicas": dp.num_instances,
         "max_ongoing_requests": args.max_ongoing_requests,
+        "logging_config": REPLICA_LOGGING,
         "request_router_config": RequestRouterConfig(
             request_router_class=REQUEST_ROUTER_PATH,
             request_routing_stats_period_s=args.stats_period_s,
@@ -53,7 +63,11 @@ def instance_deployment_options(dp: DeploymentPlan, args: AppArgs) -> dict[str, 
         ),
     }
     if args.engine == "emulated":
-        options["ray_actor_options"] = {"num_cpus": args.instance_num_cpus, "resources": {resource: tp}}
+        options["ray_actor_options"] = {
+            "num_cpus": args.instance_num_cpus,
+            "resources": {resource: tp},
+            "runtime_env": {"env_vars": REPLICA_ENV},
+        }
         return options
     gpu = {"GPU": args.vllm_gpus_per_device} if args.vllm_gpus_per_device > 0 else {}
     if tp == 1:
@@ -156,6 +170,7 @@ def build_application(cluster: Cluster, plan: Plan, args: AppArgs) -> Applicatio
         name=ROUTER_DEPLOYMENT,
         num_replicas=args.router_replicas,
         max_ongoing_requests=args.max_ongoing_requests,
-        ray_actor_options={"num_cpus": args.router_num_cpus},
+        ray_actor_options={"num_cpus": args.router_num_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
+        logging_config=REPLICA_LOGGING,
     )
     return router.bind(router_spec, instances)

@@ -26,7 +26,7 @@ from ray.serve.handle import DeploymentHandle
 
 from hetserve.engines.base import TokenChunk
 from hetserve.records import RequestInfo
-from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
+from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy, place
 from hetserve.serving.engine_deployment import stats_from_routing
 from hetserve.serving.errors import RequestError, from_exception, from_validation_errors
 from hetserve.serving.instance_directory import instance_replicas
@@ -187,6 +187,7 @@ class RouterServer:
         while True:
             try:
                 self._sync_instances()
+                self._metrics.flush()
                 for view in self._tracker.views():
                     inst = self._instances.get(view.instance_id)
                     if inst is not None:
@@ -212,15 +213,16 @@ class RouterServer:
         info = RequestInfo(req.request_id, prepared.num_prompt_tokens, req.max_tokens, arrival_s=now_s)
         t0 = time.perf_counter()
         try:
-            instance_id = self._policy.select(info, self._tracker.views(), now_s)
+            placement = place(self._policy, info, self._tracker.views(), now_s)
         except NoInstanceError as exc:
             raise from_exception(exc) from None
         self._metrics.decision(self._policy_name, time.perf_counter() - t0)
+        instance_id = placement.instance_id
         self._policy.on_dispatch(info, instance_id, now_s)
         self._tracker.on_dispatch(info, instance_id, now_s)
         inst = self._instances[instance_id]
         self._metrics.routed(inst.tags)
-        response = self._handles[inst.deployment.name].generate.remote(req, **{TARGET_KWARG: instance_id})
+        response = self._handles[placement.deployment].generate.remote(req, **{TARGET_KWARG: instance_id})
         first_s = last_s = None
         num_out = 0
         done = False
