@@ -136,8 +136,10 @@ PANELS: tuple[Panel, ...] = (
         "Refused requests/s (429 and other 4xx/5xx)",
         "reqps",
         (
-            Target('sum by (error_code) (rate(ray_serve_num_http_error_requests_total{error_code=~"4..|5.."}[1m]))',
-                   "HTTP {{error_code}} (Serve)"),  # fmt: skip
+            Target(
+                'sum by (error_code) (rate(ray_serve_num_http_error_requests_total{error_code=~"4..|5.."}[1m]))',
+                "HTTP {{error_code}} (Serve)",
+            ),  # fmt: skip
             Target("sum by (reason) (rate(ray_hetserve_requests_rejected_total[1m]))", "hetserve {{reason}}"),
         ),
         "Serve's own HTTP error counter (exists today) and hetserve's admission refusals by reason "

@@ -60,7 +60,9 @@ def scrape(state_file: Path, out: Path, duration_s: float, interval_s: float) ->
 
 # ---- a tiny evaluator for panels.py's query shapes -------------------------------------------
 _BY = r"(?:by \(([^)]*)\) )?"
-_RE_QUANT = re.compile(r"histogram_quantile\(([\d.]+), sum by \(([^)]*)\) \(rate\((\w+)_bucket(?:\{[^}]*\})?\[1m\]\)\)\)")
+_RE_QUANT = re.compile(
+    r"histogram_quantile\(([\d.]+), sum by \(([^)]*)\) \(rate\((\w+)_bucket(?:\{[^}]*\})?\[1m\]\)\)\)"
+)
 _RE_RATE = re.compile(r"sum " + _BY + r"\(rate\((\w+)(?:\{[^}]*\})?\[1m\]\)\)")
 _RE_AGG = re.compile(r"(sum|avg|max|min) " + _BY + r"\((\w+)(?:\{[^}]*\})?\)")
 _RE_PLAIN = re.compile(r"(sum|avg|max|min)\((\w+)\)")
@@ -164,7 +166,7 @@ def _quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
     return prev_le
 
 
-def render(samples: Path, png: Path, title: str = "hetserve") -> None:
+def render(samples: Path, png: Path, title: str = "hetserve", from_s: float = 0.0, to_s: float = math.inf) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,6 +176,8 @@ def render(samples: Path, png: Path, title: str = "hetserve") -> None:
     if not snaps:
         raise SystemExit(f"{samples}: no samples")
     t0 = snaps[0]["t"]
+    # Keep a minute before the range: rates and quantiles need the earlier counters.
+    snaps = [s for s in snaps if from_s - RATE_WINDOW_S <= s["t"] - t0 <= to_s]
     rows: list[list] = [[]]
     width = 0
     for p in PANELS:
@@ -192,7 +196,8 @@ def render(samples: Path, png: Path, title: str = "hetserve") -> None:
             n = 0
             for tgt in p.targets:
                 for label, (xs, ys) in sorted(evaluate(tgt.expr, tgt.legend, snaps).items()):
-                    ax.plot([t - t0 for t in xs], ys, label=label, linewidth=1.2)
+                    keep = [(t - t0, y) for t, y in zip(xs, ys, strict=True) if t - t0 >= from_s]
+                    ax.plot([k[0] for k in keep], [k[1] for k in keep], label=label, linewidth=1.2)
                     n += 1
             ax.set_title(p.title + ("" if p.emitted else "  [partly not emitted yet]"), fontsize=10)
             ax.set_xlabel("s", fontsize=8)
@@ -223,11 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("samples", type=Path)
     r.add_argument("png", type=Path)
     r.add_argument("--title", default="hetserve")
+    r.add_argument("--from-s", type=float, default=0.0, help="seconds after the first sample")
+    r.add_argument("--to-s", type=float, default=math.inf)
     a = p.parse_args(argv)
     if a.cmd == "scrape":
         scrape(a.state_file, a.out, a.duration_s, a.interval_s)
     else:
-        render(a.samples, a.png, a.title)
+        render(a.samples, a.png, a.title, a.from_s, a.to_s)
     return 0
 
 
