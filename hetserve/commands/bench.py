@@ -189,7 +189,11 @@ async def _run(args, cluster, instances, requests, policies, loads, scales, slo)
     use_policy = None
     if args.url:
         client: Any = HttpClient(args.url, cluster.model.name, args.api_key)
-        view = await client.plan()
+        try:
+            view = await client.plan()
+        except Exception as exc:  # connection refused, not hetserve, ...: name the flag
+            await client.close()
+            raise ConfigError(f"--url: no hetserve plan at {args.url}/v1/hetserve/plan ({exc})") from None
         deployed = view.get("policy", "?")
         if policies and policies[0] != deployed:
             raise ConfigError(f"--policies: the app at {args.url} runs {deployed!r}")
@@ -271,7 +275,10 @@ async def _deployed_client(args, cluster, time_scale):
 
     app_args = _app_args(args.app_arg, args.cluster, time_scale)
     if not ray.is_initialized():
-        ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+        try:
+            ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"--address: cannot connect to the Ray cluster at {args.address!r} ({exc})") from None
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1"})
     route = "/" if args.target == "http" else None
 

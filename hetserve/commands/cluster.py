@@ -83,7 +83,7 @@ def _up(args: argparse.Namespace) -> int:
         return 0
     down = "hetserve cluster down" + (f" --state-file {args.state_file}" if args.state_file else "")
     print(f"local cluster {cluster.name!r} up in {cluster.startup_s:.1f} s at {cluster.address}")
-    print(f"  head          metrics :{cluster.metrics_export_port}" + _dash(cluster.dashboard_url))
+    print(f"  head          metrics :{cluster.metrics_export_port}")
     for node in cluster.workers:
         res = ", ".join(f"{k}={v:g}" for k, v in node.resources.items())
         print(f"  {node.name:<13} {res}  CPU={node.num_cpus}  metrics :{node.metrics_export_port}")
