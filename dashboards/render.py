@@ -28,6 +28,7 @@ from panels import PANELS  # noqa: E402
 
 KEEP = ("ray_hetserve_", "ray_serve_num_http_error_requests")
 RATE_WINDOW_S = 60.0
+_META_KEEP = tuple(f"# {kind} {k}" for kind in ("HELP", "TYPE") for k in KEEP)
 
 
 def _ports(state_file: Path) -> list[int]:
@@ -49,7 +50,9 @@ def scrape(state_file: Path, out: Path, duration_s: float, interval_s: float) ->
                     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
                 except OSError:
                     continue
-                for fam in text_string_to_metric_families(text):
+                # Parse only hetserve's and Serve's error lines (a node exports thousands).
+                text = "\n".join(ln for ln in text.splitlines() if ln.startswith(KEEP) or ln.startswith(_META_KEEP))
+                for fam in text_string_to_metric_families(text + "\n"):
                     for s in fam.samples:
                         if s.name.startswith(KEEP):
                             rows.append([s.name, dict(s.labels), s.value])

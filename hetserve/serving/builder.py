@@ -26,13 +26,15 @@ __all__ = ["ROUTER_DEPLOYMENT", "build_application", "deployment_name", "instanc
 
 ROUTER_DEPLOYMENT = "router"
 
-# Serve's replica defaults put every request through two extra thread hops: user code runs on an
-# event loop in its own thread, and outgoing handle calls on a router loop in another; profiling
-# the router under load (benchmarks/overhead.md) showed the cross-thread future chaining and
-# per-request access-log lines among its largest costs. The router and the instances are fully
-# async, so they run Serve's "throughput optimized" replica layout: one loop, no access log
-# (their own metrics carry what a log line would).
-REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+# Serve's replica defaults put every outgoing handle call through an extra thread hop (a router
+# event loop in its own thread), and log one access line per request; profiling the router under
+# load (benchmarks/overhead.md) showed the cross-thread future chaining and the logging among its
+# largest costs. The router and the instances are fully async: their handle calls run on the
+# calling loop, and their own metrics carry what an access line would. User code keeps its own
+# thread (Serve's default), so health checks are answered even when the router's loop is
+# saturated: with RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 too, a router starved of CPU
+# missed three 30 s health checks in a row here and Serve replaced it mid-run.
+REPLICA_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 REPLICA_LOGGING = {"enable_access_log": False}
 
 
