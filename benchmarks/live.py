@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--time-scale", type=float, default=0.5, help="wall s per emulated s")
     p.add_argument("--stream-interval-s", type=float, default=0.25, help="instances' chunk interval, wall s")
     p.add_argument("--out", default=str(HERE / "live.md"))
+    p.add_argument("--resume", action="store_true", help="keep the clusters already in the .json next to --out")
     return p.parse_args(argv)
 
 
@@ -96,8 +97,12 @@ def run_cluster(name: str, args: argparse.Namespace) -> dict:
         "stream_interval_s": args.stream_interval_s,
     }
     state_dir = tempfile.mkdtemp(prefix="hs-live-")
-    local = start_local_cluster(
-        cluster, state_dir=state_dir, ray_temp_dir=tempfile.mkdtemp(prefix="hsl-", dir="/tmp"), dashboard=False
+    from overhead import start_with_retries
+
+    local = start_with_retries(
+        lambda: start_local_cluster(
+            cluster, state_dir=state_dir, ray_temp_dir=tempfile.mkdtemp(prefix="hsl-", dir="/tmp"), dashboard=False
+        )
     )
     try:
         ray.init(address=local.address, logging_level="ERROR", log_to_driver=False)
@@ -197,10 +202,15 @@ def _free_port() -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.monotonic()
-    results = [run_cluster(name, args) for name in args.clusters.split(",") if name]
-    wall_min = (time.monotonic() - t0) / 60
     out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    saved = out.with_suffix(".json")
+    # Each cluster's results are saved as soon as it is done; --resume keeps those already saved.
+    results = json.loads(saved.read_text()) if args.resume and saved.is_file() else []
+    done = {r["cluster"] for r in results}
+    for name in [n for n in args.clusters.split(",") if n and n not in done]:
+        results.append(run_cluster(name, args))
+        saved.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    wall_min = (time.monotonic() - t0) / 60
     write_report(args, argv, results, wall_min, os.getloadavg())
     return 0
 

@@ -234,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = None
     if args.address is None:
         state_dir = tempfile.mkdtemp(prefix="hs-ovh-")
-        local = start_local_cluster(
-            cluster, state_dir=state_dir, ray_temp_dir=tempfile.mkdtemp(prefix="hso-", dir="/tmp"), dashboard=False
+        local = start_with_retries(
+            lambda: start_local_cluster(
+                cluster, state_dir=state_dir, ray_temp_dir=tempfile.mkdtemp(prefix="hso-", dir="/tmp"), dashboard=False
+            )
         )
         address = local.address
     else:
@@ -284,6 +286,21 @@ def main(argv: list[str] | None = None) -> int:
     wall_min = (time.monotonic() - t_start) / 60
     write_report(args, argv, rows, scale, decisions, wall_min, os.getloadavg())
     return 0
+
+
+def start_with_retries(start, attempts: int = 4):
+    """Ray gives a node 30 s to register; on a machine this loaded that sometimes is not enough."""
+    from hetserve.config import ConfigError
+
+    for k in range(attempts):
+        try:
+            return start()
+        except ConfigError as exc:
+            if k == attempts - 1:
+                raise
+            print(f"cluster start failed ({str(exc).splitlines()[0]}); retrying", flush=True)
+            time.sleep(10)
+    raise AssertionError("unreachable")
 
 
 def _get(rows, path, in_flight):
