@@ -48,7 +48,26 @@ _ADDRESS_RE = re.compile(r"ray start --address='([^']+)'")
 _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)$")
 
 
-def start_local_cluster(
+# Ray gives each node 30 s to register with the GCS and fails `ray start` otherwise; on a loaded
+# machine (many Ray nodes on few cores) that happens now and then, and a second try succeeds.
+START_ATTEMPTS = 3
+_RETRYABLE = "timed out during startup"
+
+
+def start_local_cluster(cluster: Cluster | str | Path, **kwargs) -> LocalCluster:
+    """`_start_once` (see there), again up to START_ATTEMPTS times when Ray timed out starting a
+    node (everything the failed attempt started is stopped first). Other failures raise at once."""
+    for attempt in range(START_ATTEMPTS):
+        try:
+            return _start_once(cluster, **kwargs)
+        except ConfigError as exc:
+            if _RETRYABLE not in str(exc) or attempt == START_ATTEMPTS - 1:
+                raise
+            time.sleep(5.0)
+    raise AssertionError("unreachable")
+
+
+def _start_once(
     cluster: Cluster | str | Path,
     *,
     state_dir: str | Path | None = None,
