@@ -15,7 +15,7 @@ import sys
 from hetserve.errors import ConfigError, RuntimeFailure
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("plan", "simulate", "profile", "cluster")
+COMMANDS = ("plan", "simulate", "profile", "bench", "cluster")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ else
 fi
 "$BIN/hetserve" cluster status --state-file "$STATE_FILE"
 ADDRESS=$("$BIN/python" -c "import sys; from hetserve.localcluster import load_local_cluster; print(load_local_cluster(sys.argv[1]).address)" "$STATE_FILE")
+DASHBOARD=$("$BIN/python" -c "import sys; from hetserve.localcluster import load_local_cluster; print(load_local_cluster(sys.argv[1]).dashboard_url or 'off (cluster up --no-dashboard)')" "$STATE_FILE")
 
 echo "== serving hetserve.app:build on $ADDRESS, HTTP on 127.0.0.1:$PORT"
 # One HTTP proxy, on the head: every local node shares this host and its port.
@@ -55,6 +56,7 @@ curl -s "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/js
 cat <<EOF
 
 hetserve is serving on http://127.0.0.1:$PORT (Ray cluster $ADDRESS).
+Ray dashboard: $DASHBOARD  (Serve tab: one deployment per planned configuration + the router)
   curl localhost:$PORT/v1/completions -H 'Content-Type: application/json' -d '$REQUEST'
   curl localhost:$PORT/v1/hetserve/instances     # per instance: accelerator, capacity, outstanding work, KV
   curl localhost:$PORT/v1/hetserve/plan          # the deployment plan

@@ -249,7 +249,9 @@ def test_stop_kills_exactly_the_recorded_processes(local_cluster, ray_mod, tmp_p
     path = _write_cluster(tmp_path, "  - {name: t4-extra, accelerator: T4, count: 1}\n")
     ray_temp = f"/tmp/hs-t{os.getpid()}"
     try:
-        extra = start_local_cluster(path, state_dir=tmp_path / "state", ray_temp_dir=ray_temp, head_num_cpus=1)
+        extra = start_local_cluster(
+            path, state_dir=tmp_path / "state", ray_temp_dir=ray_temp, head_num_cpus=1, dashboard=False
+        )
         assert load_local_cluster(tmp_path / "state" / "local_cluster.json") == extra
         extra_pids = [p for pids in extra.alive_pids().values() for p in pids]
         assert extra_pids and all(extra.alive_pids().values())

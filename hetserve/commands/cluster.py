@@ -44,8 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument(
         "--metrics-export-port", type=int, default=None, help="Prometheus port of the head (default: a free one)"
     )
-    up.add_argument("--dashboard", action="store_true", help="also start the Ray dashboard")
+    up.add_argument(
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the Ray dashboard on the head, on loopback (default; --no-dashboard saves ~150 MiB)",
+    )
     up.add_argument("--dashboard-port", type=int, default=None, help="dashboard port (default: a free one)")
+    up.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default loopback only)")
     up.add_argument("--json", action="store_true", help="print the recorded state as JSON")
     up.set_defaults(func=_up)
 
@@ -70,16 +76,19 @@ def _up(args: argparse.Namespace) -> int:
         metrics_export_port=args.metrics_export_port,
         dashboard=args.dashboard,
         dashboard_port=args.dashboard_port,
+        dashboard_host=args.dashboard_host,
     )
     if args.json:
         print(json.dumps(cluster.to_json(), indent=2))
         return 0
     down = "hetserve cluster down" + (f" --state-file {args.state_file}" if args.state_file else "")
     print(f"local cluster {cluster.name!r} up in {cluster.startup_s:.1f} s at {cluster.address}")
-    print(f"  head          metrics :{cluster.metrics_export_port}" + _dash(cluster.dashboard_url))
+    print(f"  head          metrics :{cluster.metrics_export_port}")
     for node in cluster.workers:
         res = ", ".join(f"{k}={v:g}" for k, v in node.resources.items())
         print(f"  {node.name:<13} {res}  CPU={node.num_cpus}  metrics :{node.metrics_export_port}")
+    if cluster.dashboard_url:
+        print(f"Ray dashboard: {cluster.dashboard_url}  (Serve tab: deployments and replicas; Metrics tab)")
     print(f"state: {cluster.state_file}")
     print("serve the app on it (one HTTP proxy, on the head: every node shares this host's port):")
     print(f"  export RAY_ADDRESS={cluster.address}")

@@ -49,7 +49,26 @@ _ADDRESS_RE = re.compile(r"ray start --address='([^']+)'")
 _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)$")
 
 
-def start_local_cluster(
+# Ray gives each node 30 s to register with the GCS and fails `ray start` otherwise; on a loaded
+# machine (many Ray nodes on few cores) that happens now and then, and a second try succeeds.
+START_ATTEMPTS = 3
+_RETRYABLE = "timed out during startup"
+
+
+def start_local_cluster(cluster: Cluster | str | Path, **kwargs) -> LocalCluster:
+    """`_start_once` (see there), again up to START_ATTEMPTS times when Ray timed out starting a
+    node (everything the failed attempt started is stopped first). Other failures raise at once."""
+    for attempt in range(START_ATTEMPTS):
+        try:
+            return _start_once(cluster, **kwargs)
+        except ConfigError as exc:
+            if _RETRYABLE not in str(exc) or attempt == START_ATTEMPTS - 1:
+                raise
+            time.sleep(5.0)
+    raise AssertionError("unreachable")
+
+
+def _start_once(
     cluster: Cluster | str | Path,
     *,
     state_dir: str | Path | None = None,
@@ -57,8 +76,9 @@ def start_local_cluster(
     head_num_cpus: int = 4,
     worker_num_cpus: int | None = None,
     metrics_export_port: int | None = None,
-    dashboard: bool = False,
+    dashboard: bool = True,
     dashboard_port: int | None = None,
+    dashboard_host: str = "127.0.0.1",
     port: int | None = None,
     ray_temp_dir: str | Path | None = None,
     object_store_memory_bytes: int = DEFAULT_OBJECT_STORE_BYTES,
@@ -72,6 +92,8 @@ def start_local_cluster(
     `hetserve.io/node`, `hetserve.io/accelerator`. Ports left as None are picked free. Logical
     CPUs per worker: the node's `overrides.num_cpus`, else `worker_num_cpus`, else
     max(4, 2·count), enough for one replica per accelerator plus Serve's own actors.
+    The Ray dashboard (and its Serve REST API) starts on the head by default, on `dashboard_host`
+    (loopback: reach it from elsewhere through an SSH tunnel, not an open port).
 
     Args:
         state_dir: where the state file (`local_cluster.json`) and the nodes' logs (`logs/`) go;
@@ -164,7 +186,11 @@ def start_local_cluster(
             f"--labels={_labels_arg(head_labels)}",
         ]
         if dashboard:
-            head_args += ["--include-dashboard=true", f"--dashboard-port={dash_port}"]
+            head_args += [
+                "--include-dashboard=true",
+                f"--dashboard-host={dashboard_host}",
+                f"--dashboard-port={dash_port}",
+            ]
         else:
             head_args += ["--include-dashboard=false"]
         if head_temp is not None:
@@ -249,7 +275,7 @@ def start_local_cluster(
         workers=tuple(nodes[1:]),
         state_file=str(state_file.absolute()),
         ray_temp_dir=str(temp_root),
-        dashboard_url=f"http://127.0.0.1:{dash_port}" if dashboard else None,
+        dashboard_url=f"http://{dashboard_host}:{dash_port}" if dashboard else None,
         startup_s=round(time.monotonic() - t0, 3),
     )
     write_local_cluster(result, state_file)

@@ -90,7 +90,6 @@ def joint_problem(
     mean_in = np.array([prompts[labels == k].mean() for k in range(nk) if present[k]])
     mean_out = np.array([outputs[labels == k].mean() for k in range(nk) if present[k]])
 
-    model = cluster.model
     configs: list[tuple[int, int]] = []
     rows: list[np.ndarray] = []
     inst: list[tuple[dict[int, int], ...]] = []
@@ -101,10 +100,9 @@ def joint_problem(
                 continue
             index[d.tp] = len(configs)
             configs.append((i, d.tp))
-            accel = cluster.catalog.accelerator(c.pool.key.accelerator)
             rows.append(
                 model_class_rates(
-                    lm.coeffs(model, accel, d.tp),
+                    d.latency.coeffs,  # the coefficients the candidate was priced with
                     d.prediction.kv_capacity_tokens,
                     d.config.max_num_seqs,
                     mean_in,

@@ -10,13 +10,16 @@ from hetserve.scheduling.base import (
     policy_names,
 )
 from hetserve.scheduling.load import LoadTracker
+from hetserve.scheduling.placement import Placement, place
 
 __all__ = [
     "InstanceView",
     "LoadTracker",
     "NoInstanceError",
+    "Placement",
     "SchedulingPolicy",
     "estimate_work",
     "make_policy",
+    "place",
     "policy_names",
 ]

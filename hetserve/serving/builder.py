@@ -30,6 +30,17 @@ __all__ = ["ROUTER_DEPLOYMENT", "build_application", "instance_deployment_option
 
 ROUTER_DEPLOYMENT = "router"
 
+# Serve's replica defaults put every outgoing handle call through an extra thread hop (a router
+# event loop in its own thread), and log one access line per request; profiling the router under
+# load (benchmarks/overhead.md) showed the cross-thread future chaining and the logging among its
+# largest costs. The router and the instances are fully async: their handle calls run on the
+# calling loop, and their own metrics carry what an access line would. User code keeps its own
+# thread (Serve's default), so health checks are answered even when the router's loop is
+# saturated: with RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 too, a router starved of CPU
+# missed three 30 s health checks in a row here and Serve replaced it mid-run.
+REPLICA_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+REPLICA_LOGGING = {"enable_access_log": False}
+
 
 def instance_deployment_options(dp: DeploymentPlan, args: AppArgs) -> dict[str, Any]:
     """Serve options of one instance deployment.
@@ -45,6 +56,7 @@ def instance_deployment_options(dp: DeploymentPlan, args: AppArgs) -> dict[str, 
         "name": dp.name,
         "num_replicas": dp.num_instances,
         "max_ongoing_requests": args.max_ongoing_requests,
+        "logging_config": REPLICA_LOGGING,
         "request_router_config": RequestRouterConfig(
             request_router_class=REQUEST_ROUTER_PATH,
             request_routing_stats_period_s=args.stats_period_s,
@@ -52,7 +64,11 @@ def instance_deployment_options(dp: DeploymentPlan, args: AppArgs) -> dict[str, 
         ),
     }
     if args.engine == "emulated":
-        options["ray_actor_options"] = {"num_cpus": args.instance_num_cpus, "resources": {resource: tp}}
+        options["ray_actor_options"] = {
+            "num_cpus": args.instance_num_cpus,
+            "resources": {resource: tp},
+            "runtime_env": {"env_vars": REPLICA_ENV},
+        }
         return options
     gpu = {"GPU": args.vllm_gpus_per_device} if args.vllm_gpus_per_device > 0 else {}
     if tp == 1:
@@ -216,6 +232,7 @@ def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Applicatio
         name=ROUTER_DEPLOYMENT,
         num_replicas=args.router_replicas,
         max_ongoing_requests=args.max_ongoing_requests,
-        ray_actor_options={"num_cpus": args.router_num_cpus},
+        ray_actor_options={"num_cpus": args.router_num_cpus, "runtime_env": {"env_vars": REPLICA_ENV}},
+        logging_config=REPLICA_LOGGING,
     )
     return router.bind(router_spec, instances)

@@ -8,6 +8,7 @@ vLLM's default max_logprobs); an engine that cannot honour one refuses it with t
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -217,8 +218,14 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+# One random draw per process, then a counter: unique across router replicas and restarts, without
+# a uuid4 (an os.urandom call) per request, which was 1.7% of the router's CPU under load.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count()
+
+
 def new_request_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
+    return f"{prefix}-{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def completion_logprobs(items: list[Any], text_offset: int = 0) -> dict[str, Any]:

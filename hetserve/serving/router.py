@@ -230,13 +230,8 @@ class RouterServer:
         # so fills the instance directory before the first request.
         self._handles = {name: h.options(stream=True) for name, h in instances.items()}
         self._policy = make_policy(spec.policy, seed=spec.seed)
-        self._tracker = LoadTracker(
-            default_output_tokens=spec.default_output_tokens,
-            learn_capacity=spec.learn_capacity,
-            # Reports are dated when the engine took them; a request dispatched within about a
-            # period of that may not have reached the engine yet.
-            report_grace_s=max(1.0, 2.0 * spec.stats_period_s),
-        )
+        self._policy_name = spec.policy  # `reconfigure` may swap the policy
+        self._tracker = self._new_tracker()
         self._admission: AdmissionQueue[asyncio.Future] = AdmissionQueue(self._policy, spec.admission)
         self._health = InstanceHealth(spec.health)
         self._instances: dict[str, _KnownReplica] = {}
@@ -307,6 +302,7 @@ class RouterServer:
                 now_s = time.monotonic()
                 if now_s - last_metrics_s >= self._spec.stats_period_s:
                     last_metrics_s = now_s
+                    self._metrics.flush()
                     for view in self._tracker.views():
                         inst = self._instances.get(view.instance_id)
                         if inst is not None:
@@ -379,7 +375,7 @@ class RouterServer:
         except NoInstanceError as exc:
             raise self._unavailable(str(exc)) from None
         if isinstance(decision, Bound):
-            self._metrics.decision(self._spec.policy, time.perf_counter() - t0)
+            self._metrics.decision(self._policy_name, time.perf_counter() - t0)
             self._dispatch(info, decision.instance_id, now_s)
             return decision.instance_id
         if isinstance(decision, Full):
@@ -698,7 +694,30 @@ class RouterServer:
         }
 
     def plan(self) -> dict[str, Any]:
-        return self._spec.plan_view
+        return {**self._spec.plan_view, "policy": self._policy_name} if self._spec.plan_view else {}
+
+    def _new_tracker(self) -> LoadTracker:
+        return LoadTracker(
+            default_output_tokens=self._spec.default_output_tokens,
+            learn_capacity=self._spec.learn_capacity,
+            # Reports are dated when the engine took them; a request dispatched within about a
+            # period of that may not have reached the engine yet.
+            report_grace_s=max(1.0, 2.0 * self._spec.stats_period_s),
+        )
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Serve `user_config` of the router deployment: `{"policy": name, "seed": n}` swaps in a
+        fresh policy and a fresh load tracker (instances rejoin at the next reconcile), without
+        touching the instance replicas. A router-only, lightweight update: `hetserve bench`
+        compares policies on the same running instances this way."""
+        config = config or {}
+        name = str(config.get("policy", self._policy_name))
+        self._policy = make_policy(name, seed=int(config.get("seed", self._spec.seed)))
+        self._policy_name = name
+        self._admission.policy = self._policy
+        self._tracker = self._new_tracker()
+        self._instances = {}
+        self._sync_instances()
 
     # ---- HTTP ----------------------------------------------------------------------------------
     @api.post("/v1/completions")
