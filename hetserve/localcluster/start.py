@@ -32,6 +32,7 @@ from hetserve.localcluster.state import (
     load_local_cluster,
     write_local_cluster,
 )
+from hetserve.records import Node
 
 # Each local worker node costs ~230 MiB of RSS (raylet + two agents), the head ~650 MiB, before any
 # replica; above this a "local" cluster is a mistake (e.g. cluster_configs/large.yaml), not a demo.
@@ -61,7 +62,7 @@ def start_local_cluster(cluster: Cluster | str | Path, **kwargs) -> LocalCluster
     for attempt in range(START_ATTEMPTS):
         try:
             return _start_once(cluster, **kwargs)
-        except ConfigError as exc:
+        except RuntimeFailure as exc:
             if _RETRYABLE not in str(exc) or attempt == START_ATTEMPTS - 1:
                 raise
             time.sleep(5.0)
@@ -173,84 +174,36 @@ def _start_once(
 
     started: list[tuple[LocalNode, subprocess.Popen]] = []
     try:
-        head_labels = {LABEL_NODE: HEAD_NODE_NAME, LABEL_ROLE: "head"}
-        head_agent_port = ports.pick()
-        head_args = [
-            "--head",
-            f"--port={gcs_port}",
-            f"--num-cpus={head_num_cpus}",
-            "--resources={}",
-            f"--metrics-export-port={head_metrics}",
-            f"--dashboard-agent-listen-port={head_agent_port}",
-            f"--ray-client-server-port={ports.pick()}",
-            f"--labels={_labels_arg(head_labels)}",
-        ]
-        if dashboard:
-            head_args += [
-                "--include-dashboard=true",
-                f"--dashboard-host={dashboard_host}",
-                f"--dashboard-port={dash_port}",
-            ]
-        else:
-            head_args += ["--include-dashboard=false"]
-        if head_temp is not None:
-            head_temp.mkdir(parents=True, exist_ok=True)
-            head_args.append(f"--temp-dir={head_temp}")
-        head_log = logs_dir / f"{stamp}-{HEAD_NODE_NAME}.log"
-        proc = _spawn([ray_exe, "start", *head_args, *common], head_log, env)
-        head = LocalNode(
-            name=HEAD_NODE_NAME,
-            role="head",
-            accelerator=None,
-            resources={},
+        head, proc = _spawn_head(
+            ray_exe,
+            env,
+            ports,
+            common,
+            gcs_port=gcs_port,
             num_cpus=head_num_cpus,
-            labels=head_labels,
-            pid=proc.pid,
-            start_ticks=_start_ticks(proc.pid),
-            metrics_export_port=head_metrics,
-            dashboard_agent_listen_port=head_agent_port,
-            log_path=str(head_log),
-            ray_temp_dir=str(head_temp) if head_temp else None,
+            metrics_port=head_metrics,
+            dashboard=(dashboard_host, dash_port) if dashboard and dash_port is not None else None,
+            temp_dir=head_temp,
+            log=logs_dir / f"{stamp}-{HEAD_NODE_NAME}.log",
         )
         started.append((head, proc))
         _wait_started(head, proc, time.monotonic() + timeout_s)
-        address = _head_address(head_log)
+        address = _head_address(Path(head.log_path))
 
         # All workers at once, each in its own Ray temp dir: nodes sharing one race for the same
         # socket and log names (raylet.1 twice: "bind: Address already in use").
         workers: list[tuple[LocalNode, subprocess.Popen]] = []
         for n, temp in zip(resolved.nodes, worker_temps, strict=True):
-            temp.mkdir(parents=True, exist_ok=True)
-            resources = {ray_resource_name(n.accelerator): float(n.count)}
-            cpus = n.num_cpus or worker_num_cpus or max(4, 2 * n.count)
-            labels = {LABEL_NODE: n.name, LABEL_ACCELERATOR: n.accelerator, LABEL_ROLE: "worker"}
-            metrics_port, agent_port = ports.pick(), ports.pick()
-            args = [
-                f"--address={address}",
-                f"--num-cpus={cpus}",
-                f"--resources={json.dumps(resources)}",
-                f"--metrics-export-port={metrics_port}",
-                f"--dashboard-agent-listen-port={agent_port}",
-                # One log monitor per host is enough (Ray's own multi-node-on-one-host advice).
-                "--include-log-monitor=false",
-                f"--labels={_labels_arg(labels)}",
-                f"--temp-dir={temp}",
-            ]
-            log = logs_dir / f"{stamp}-{n.name}.log"
-            proc = _spawn([ray_exe, "start", *args, *common], log, env)
-            node = LocalNode(
-                name=n.name,
-                role="worker",
-                accelerator=n.accelerator,
-                resources=resources,
-                num_cpus=cpus,
-                labels=labels,
-                pid=proc.pid,
-                start_ticks=_start_ticks(proc.pid),
-                metrics_export_port=metrics_port,
-                dashboard_agent_listen_port=agent_port,
-                log_path=str(log),
-                ray_temp_dir=str(temp),
+            node, proc = _spawn_worker(
+                ray_exe,
+                env,
+                ports,
+                common,
+                n,
+                address=address,
+                num_cpus=n.num_cpus or worker_num_cpus or max(4, 2 * n.count),
+                temp_dir=temp,
+                log=logs_dir / f"{stamp}-{n.name}.log",
             )
             started.append((node, proc))
             workers.append((node, proc))
@@ -280,6 +233,105 @@ def _start_once(
     )
     write_local_cluster(result, state_file)
     return result
+
+
+def _spawn_head(
+    ray_exe: str,
+    env: dict[str, str],
+    ports: _PortPicker,
+    common: list[str],
+    *,
+    gcs_port: int,
+    num_cpus: int,
+    metrics_port: int,
+    dashboard: tuple[str, int] | None,
+    temp_dir: Path | None,
+    log: Path,
+) -> tuple[LocalNode, subprocess.Popen]:
+    """`ray start --head` without accelerator resources; the dashboard on (host, port) if given."""
+    labels = {LABEL_NODE: HEAD_NODE_NAME, LABEL_ROLE: "head"}
+    agent_port = ports.pick()
+    args = [
+        "--head",
+        f"--port={gcs_port}",
+        f"--num-cpus={num_cpus}",
+        "--resources={}",
+        f"--metrics-export-port={metrics_port}",
+        f"--dashboard-agent-listen-port={agent_port}",
+        f"--ray-client-server-port={ports.pick()}",
+        f"--labels={_labels_arg(labels)}",
+    ]
+    if dashboard is not None:
+        host, dash_port = dashboard
+        args += ["--include-dashboard=true", f"--dashboard-host={host}", f"--dashboard-port={dash_port}"]
+    else:
+        args += ["--include-dashboard=false"]
+    if temp_dir is not None:
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        args.append(f"--temp-dir={temp_dir}")
+    proc = _spawn([ray_exe, "start", *args, *common], log, env)
+    node = LocalNode(
+        name=HEAD_NODE_NAME,
+        role="head",
+        accelerator=None,
+        resources={},
+        num_cpus=num_cpus,
+        labels=labels,
+        pid=proc.pid,
+        start_ticks=_start_ticks(proc.pid),
+        metrics_export_port=metrics_port,
+        dashboard_agent_listen_port=agent_port,
+        log_path=str(log),
+        ray_temp_dir=str(temp_dir) if temp_dir else None,
+    )
+    return node, proc
+
+
+def _spawn_worker(
+    ray_exe: str,
+    env: dict[str, str],
+    ports: _PortPicker,
+    common: list[str],
+    n: Node,
+    *,
+    address: str,
+    num_cpus: int,
+    temp_dir: Path,
+    log: Path,
+) -> tuple[LocalNode, subprocess.Popen]:
+    """`ray start --address` for config node `n`: its accelerator type as a custom resource (one
+    unit per device) and its labels, in a Ray temp dir of its own."""
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    resources = {ray_resource_name(n.accelerator): float(n.count)}
+    labels = {LABEL_NODE: n.name, LABEL_ACCELERATOR: n.accelerator, LABEL_ROLE: "worker"}
+    metrics_port, agent_port = ports.pick(), ports.pick()
+    args = [
+        f"--address={address}",
+        f"--num-cpus={num_cpus}",
+        f"--resources={json.dumps(resources)}",
+        f"--metrics-export-port={metrics_port}",
+        f"--dashboard-agent-listen-port={agent_port}",
+        # One log monitor per host is enough (Ray's own multi-node-on-one-host advice).
+        "--include-log-monitor=false",
+        f"--labels={_labels_arg(labels)}",
+        f"--temp-dir={temp_dir}",
+    ]
+    proc = _spawn([ray_exe, "start", *args, *common], log, env)
+    node = LocalNode(
+        name=n.name,
+        role="worker",
+        accelerator=n.accelerator,
+        resources=resources,
+        num_cpus=num_cpus,
+        labels=labels,
+        pid=proc.pid,
+        start_ticks=_start_ticks(proc.pid),
+        metrics_export_port=metrics_port,
+        dashboard_agent_listen_port=agent_port,
+        log_path=str(log),
+        ray_temp_dir=str(temp_dir),
+    )
+    return node, proc
 
 
 def _wait_started(node: LocalNode, proc: subprocess.Popen, deadline: float) -> None:
