@@ -69,6 +69,7 @@ class GenerateRequest:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     min_tokens: int = 0
+    allowed_token_ids: tuple[int, ...] = field(default=())
     logprobs: int | None = None  # top alternatives per output token (0: the sampled one only)
 
 

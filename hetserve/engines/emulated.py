@@ -53,6 +53,8 @@ def check_supported(request: GenerateRequest) -> None:
         raise UnsupportedParameterError("logprobs", "logprobs: the emulated engine has no token probabilities")
     if request.stop_token_ids:
         raise UnsupportedParameterError("stop_token_ids", "stop_token_ids: the emulated engine never samples them")
+    if request.allowed_token_ids:
+        raise UnsupportedParameterError("allowed_token_ids", "allowed_token_ids: the emulated engine does not sample")
     for name in ("presence_penalty", "frequency_penalty"):
         if getattr(request, name):
             raise UnsupportedParameterError(name, f"{name}: the emulated engine does not sample from a distribution")

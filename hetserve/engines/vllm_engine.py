@@ -292,6 +292,7 @@ class VLLMEngine(Engine):
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
             min_tokens=request.min_tokens,
+            allowed_token_ids=list(request.allowed_token_ids) or None,
             logprobs=request.logprobs,
             output_kind=RequestOutputKind.DELTA,
         )

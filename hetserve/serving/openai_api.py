@@ -73,12 +73,15 @@ class _Sampling(_Body):
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     stop_token_ids: list[int] | None = Field(default=None, description="Token ids that end the output (vLLM).")
     min_tokens: int = Field(default=0, ge=0, description="Output tokens before EOS/stop may end it (vLLM).")
+    allowed_token_ids: list[int] | None = Field(
+        default=None, min_length=1, description="Sample only these token ids (vLLM extension)."
+    )
     return_token_ids: bool = Field(
         default=False, description="Also return the prompt's and the output's token ids (vLLM extension)."
     )
     user: str | None = None
 
-    @field_validator("stop_token_ids")
+    @field_validator("stop_token_ids", "allowed_token_ids")
     @classmethod
     def _non_negative_stop_ids(cls, value: list[int] | None) -> list[int] | None:
         bad = [t for t in value or () if t < 0]

@@ -137,6 +137,8 @@ class RequestPreparer:
     def _check_sampling(self, body: CompletionRequest | ChatCompletionRequest, max_tokens: int) -> None:
         if body.stop_token_ids:
             self._check_ids(body.stop_token_ids, "stop_token_ids")
+        if body.allowed_token_ids:
+            self._check_ids(body.allowed_token_ids, "allowed_token_ids")
         if body.min_tokens > max_tokens:
             raise RequestError(
                 400,
@@ -209,6 +211,7 @@ def _prepared(
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
         min_tokens=body.min_tokens,
+        allowed_token_ids=tuple(body.allowed_token_ids or ()),
         logprobs=body.num_logprobs,
     )
     return Prepared(kind, req, num_prompt_tokens, body.include_usage, int(time.time()))

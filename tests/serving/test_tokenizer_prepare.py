@@ -128,6 +128,7 @@ def test_emulated_engine_speaks_the_tokenizers_ids_and_the_router_detokenizes(to
         ("stop_token_ids", {"prompt": "hi", "stop_token_ids": [2]}),
         ("presence_penalty", {"prompt": "hi", "presence_penalty": 0.5}),
         ("frequency_penalty", {"prompt": "hi", "frequency_penalty": -0.5}),
+        ("allowed_token_ids", {"prompt": "hi", "allowed_token_ids": [5, 6]}),
     ],
 )
 def test_emulated_engine_refuses_what_it_cannot_honour_naming_the_field(field, body):
@@ -159,6 +160,7 @@ def test_emulated_engine_refuses_what_it_cannot_honour_naming_the_field(field, b
         ("top_logprobs", {"messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 21}),
         ("min_tokens", {"prompt": "hi", "max_tokens": 4, "min_tokens": 5}),
         ("stop_token_ids", {"prompt": "hi", "stop_token_ids": [5000]}),
+        ("allowed_token_ids", {"prompt": "hi", "allowed_token_ids": [5000]}),
     ],
 )
 def test_sampling_fields_are_bounded_as_vllm_bounds_them(param, body):
