@@ -45,6 +45,8 @@ def _child_env() -> dict[str, str]:
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     # On SIGTERM a node would wait up to 30 s for Serve to drain; the whole cluster is going away.
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
+    # The head's dashboard (on by default) gets 60 s to come up; a loaded laptop can need more.
+    env.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", "180")
     env["PYTHONUNBUFFERED"] = "1"
     # A RAY_ADDRESS from the caller's shell must not redirect `ray start --head`.
     env.pop("RAY_ADDRESS", None)

@@ -53,7 +53,7 @@ _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)$
 # Ray gives each node 30 s to register with the GCS and fails `ray start` otherwise; on a loaded
 # machine (many Ray nodes on few cores) that happens now and then, and a second try succeeds.
 START_ATTEMPTS = 3
-_RETRYABLE = "timed out during startup"
+_RETRYABLE = ("timed out during startup", "Failed to start the dashboard")
 
 
 def start_local_cluster(cluster: Cluster | str | Path, **kwargs) -> LocalCluster:
@@ -63,7 +63,7 @@ def start_local_cluster(cluster: Cluster | str | Path, **kwargs) -> LocalCluster
         try:
             return _start_once(cluster, **kwargs)
         except RuntimeFailure as exc:
-            if _RETRYABLE not in str(exc) or attempt == START_ATTEMPTS - 1:
+            if not any(r in str(exc) for r in _RETRYABLE) or attempt == START_ATTEMPTS - 1:
                 raise
             time.sleep(5.0)
     raise AssertionError("unreachable")
