@@ -61,21 +61,19 @@ class Pair:
     workload: str  # trace name or synthetic:<kind>
 
 
-PAIRS = [
+PAIRS = [  # in priority order (the script records each pair as it completes)
     Pair("cluster_configs/paper_mixed.yaml", "azure-code"),
     Pair("cluster_configs/paper_mixed.yaml", "azure-conv"),
-    Pair("cluster_configs/paper_npu.yaml", "azure-code"),
-    Pair("cluster_configs/paper_npu.yaml", "azure-conv"),
-    Pair("cluster_configs/paper_mixed.yaml", "mooncake-conv"),
-    Pair("cluster_configs/paper_npu.yaml", "mooncake-conv"),
     Pair("benchmarks/clusters/mixed_long.yaml", "mooncake-conv"),
-    Pair("benchmarks/clusters/mixed_long.yaml", "azure-conv"),
+    Pair("cluster_configs/paper_npu.yaml", "azure-conv"),
+    Pair("cluster_configs/paper_npu.yaml", "azure-code"),
+    Pair("cluster_configs/paper_mixed.yaml", "mooncake-conv"),
     Pair("cluster_configs/large.yaml", "azure-conv"),
-    Pair("cluster_configs/large.yaml", "mooncake-conv"),
     Pair("cluster_configs/paper_mixed.yaml", "synthetic:bimodal"),
-    Pair("cluster_configs/paper_mixed.yaml", "synthetic:wide"),
-    Pair("cluster_configs/paper_npu.yaml", "synthetic:bimodal"),
     Pair("benchmarks/clusters/mixed_long.yaml", "synthetic:bimodal"),
+    Pair("cluster_configs/paper_npu.yaml", "synthetic:bimodal"),
+    Pair("cluster_configs/paper_mixed.yaml", "synthetic:wide"),
+    Pair("benchmarks/clusters/mixed_long.yaml", "azure-conv"),
 ]
 
 WORKLOAD_NOTES = {
@@ -175,7 +173,7 @@ SIM_POLICIES = ("hetero", "hetero_classes", "pow2")
 SATURATION, MODERATE = 1.3, 0.7
 # Shortest span of a run, virtual seconds (benchmarks/scheduling.py uses 1800; scaled down to fit
 # the shared two-core machine).
-MIN_SPAN_S = 600.0
+MIN_SPAN_S = 300.0
 
 
 def routable_classes(reqs: SimRequests) -> RequestClasses:
@@ -277,12 +275,12 @@ def write_md(path: Path, rows: list[dict], command: str, elapsed_s: float, sims:
   mix-average bound), requests/s = output tokens/s over the class's mean output.
 - **Mix-average bound** (`mix`): `sim.fluid.fluid_bound` on the whole workload (every instance on the whole mix),
   the bound that `hetero` reaches at 0.99 (benchmarks/scheduling.md). `mix (resampled)`: the same, each
-  configuration saturated with 20,000 requests drawn class by class in the workload's proportions, the
+  configuration saturated with 8,000 requests drawn class by class in the workload's proportions, the
   same drawing as the validation below (so the two share their sampling).
 - **Class-aware LP** (`hetserve.model.classes.solve_class_lp`, scipy HiGHS): maximise lambda subject to
   sum_j mu[j,k] x[j,k] >= lambda p_k and sum_k x[j,k] <= n_j. `LP same-mix`: the LP's model with every
   instance on the workload mix (1 / sum_k p_k / mu[j,k] per instance), so `LP gain` is the LP's own headroom.
-- **Validated**: each configuration saturated with the class mix the LP gives it (20,000 requests drawn from
+- **Validated**: each configuration saturated with the class mix the LP gives it (8,000 requests drawn from
   the classes in the LP's proportions); the rate those measured instances serve in the workload's
   proportions (the minimum over classes of served / p_k). **Headroom** = validated / mix - 1 (and / mix
   resampled - 1). The LP assumes an instance serving a mix delivers its time-weighted pure-class rates;
@@ -434,25 +432,41 @@ def main() -> int:
     t = time.perf_counter()
     bounds_s = 0.0
     if args.bounds:
-        prev = json.loads(Path(args.bounds).read_text())
-        rows = prev if isinstance(prev, list) else prev["bounds"]
-        bounds_s = 0.0 if isinstance(prev, list) else prev["bounds_wall_s"]
+        rows = []
+        for f in args.bounds.split(","):
+            prev = json.loads(Path(f).read_text())
+            rows += prev["bounds"]
+            bounds_s += prev["bounds_wall_s"]
+        order = {(load_cluster(ROOT / p.cluster).name, p.workload): i for i, p in enumerate(PAIRS)}
+        rows.sort(key=lambda r: order.get((r["cluster"], r["workload"]), len(order)))
     else:
         if args.sim_pairs_only:
             names = {p: (load_cluster(ROOT / p.cluster).name, p.workload) for p in pairs}
             pairs = [p for p in pairs if names[p] in SIM_PAIRS]
-        rows = [run_pair(p) for p in pairs]
+        rows = []
+        for p in pairs:
+            rows.append(run_pair(p))
+            if args.json:  # record each pair as it completes
+                done = {"bounds": rows, "bounds_wall_s": time.perf_counter() - t, "sims": [], "sim_wall_s": 0.0}
+                Path(args.json).write_text(json.dumps(done, indent=1, default=float))
         bounds_s = time.perf_counter() - t
     sims: list[dict] = []
     t_sim = time.perf_counter()
     sim_s = 0.0
     if args.sims:
-        prev = json.loads(Path(args.sims).read_text())
-        sims, sim_s = prev["sims"], prev["sim_wall_s"]
+        for f in args.sims.split(","):
+            prev = json.loads(Path(f).read_text())
+            sims += prev["sims"]
+            sim_s += prev["sim_wall_s"]
     elif not args.no_sim:
         by = {(r["cluster"], r["workload"]): r for r in rows}
-        sims = [run_sim(by[p]) for p in SIM_PAIRS if p in by]
-        sim_s = time.perf_counter() - t_sim
+        for p in SIM_PAIRS:
+            if p in by:
+                sims.append(run_sim(by[p]))
+                sim_s = time.perf_counter() - t_sim
+                if args.json:
+                    out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s}
+                    Path(args.json).write_text(json.dumps(out, indent=1, default=float))
     command = " ".join(["python benchmarks/comparative_advantage.py", *sys.argv[1:]])
     if args.json:
         out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s}
