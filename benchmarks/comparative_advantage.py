@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -236,6 +237,95 @@ def run_sim(row: dict) -> dict:
     return {"cluster": row["cluster"], "workload": row["workload"], "runs": runs}
 
 
+JOINT_CASES = [
+    ("cluster_configs/laptop.yaml", "azure-conv"),
+    ("cluster_configs/paper_mixed.yaml", "azure-code"),
+    ("cluster_configs/paper_mixed.yaml", "azure-conv"),
+    ("cluster_configs/paper_npu.yaml", "azure-conv"),
+    ("benchmarks/clusters/mixed_long.yaml", "mooncake-conv"),
+    ("cluster_configs/large.yaml", "azure-conv"),
+]
+
+
+def run_joint() -> list[dict]:
+    """Step 3: the joint MILP beside the exhaustive plan (both priced by the throughput model's
+    per-class rates), its solve and whole-plan times, and a brute force where it is small."""
+    from hetserve.planner.joint import brute_force, joint_plan, joint_problem, solve_joint
+
+    out = []
+    for path, wl in JOINT_CASES:
+        cluster = load_cluster(ROOT / path)
+        reqs = workload(wl, cluster)
+        prompts, outputs = reqs.num_prompt_tokens, reqs.num_output_tokens
+        problem = joint_problem(cluster, prompts, outputs)
+        sol = solve_joint(problem)
+        t, c = time.perf_counter(), time.process_time()
+        plan = joint_plan(cluster, prompts, outputs)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        ex = next(r for r in plan.runners_up if r.description.startswith("the exhaustive"))
+        single = joint_problem(cluster)
+        row = {
+            "cluster": cluster.name,
+            "workload": wl,
+            "joint_out_tok_s": sol.output_tokens_per_s(problem),
+            "exhaustive_routed_out_tok_s": ex.output_tokens_per_s,
+            "exhaustive_mean_out_tok_s": solve_joint(single).output_tokens_per_s(single),
+            "milp_s": sol.solve_s,
+            "plan_wall_s": wall,
+            "plan_cpu_s": cpu,
+            "deployments": ", ".join(f"{d.num_instances}x {d.name}" for d in plan.deployments),
+            "num_configs": len(problem.configs),
+            "num_classes": int(problem.mu.shape[1]),
+            "brute_force_out_tok_s": None,
+        }
+        combos = 1
+        for i, cand in enumerate(problem.cands):
+            n, k = cand.pool.num_nodes, len(problem.inst[i])
+            combos *= math.comb(n + k, k)
+        if combos <= 400:
+            row["brute_force_out_tok_s"] = brute_force(problem)[0] * problem.mean_output_tokens
+        log(
+            f"joint {cluster.name} / {wl}: {row['joint_out_tok_s']:,.0f} vs exhaustive {ex.output_tokens_per_s:,.0f}; {wall:.2f}s"
+        )
+        out.append(row)
+    return out
+
+
+def _joint_section(joint: list[dict]) -> str:
+    L = ["## Step 3: joint plan (TP choice and class routing in one MILP)\n"]
+    L.append(
+        "`hetserve plan CLUSTER --objective joint --trace TRACE` (`hetserve.planner.joint`, scipy `milp` / HiGHS): "
+        "pools x node options x configurations x classes (oracle classes, prompt quartiles x output terciles), priced by "
+        "the throughput model's per-class rates. `exhaustive, routed`: the default exhaustive plan's nodes with the "
+        "class LP's routing (the joint optimum can only match or beat it); `exhaustive, mean`: the default plan's "
+        "own objective (every instance priced on the workload means; a different workload for the traces). "
+        "`brute force`: every split of every pool's nodes over its options, each priced by the class LP (where "
+        "that is under 400 combinations; `tests/planner/test_planner_joint.py` checks 5 random small clusters "
+        "node by node). Times on this shared machine (load average ~40 on 2 cores during the run): "
+        "the whole `joint_plan` with its runners-up (one MILP per alternative).\n"
+    )
+    L.append(
+        "| cluster | workload | configs x classes | joint tok/s | exhaustive, routed | gain | exhaustive, mean | "
+        "brute force | MILP s | plan wall s | plan CPU s | joint deployments |"
+    )
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in joint:
+        bf = r["brute_force_out_tok_s"]
+        gain = r["joint_out_tok_s"] / r["exhaustive_routed_out_tok_s"] - 1
+        L.append(
+            f"| {r['cluster']} | {r['workload']} | {r['num_configs']} x {r['num_classes']} | {r['joint_out_tok_s']:,.0f} | "
+            f"{r['exhaustive_routed_out_tok_s']:,.0f} | {_pct(gain)} | {r['exhaustive_mean_out_tok_s']:,.0f} | "
+            f"{'-' if bf is None else f'{bf:,.0f}'} | {r['milp_s']:.3f} | {r['plan_wall_s']:.2f} | {r['plan_cpu_s']:.2f} | "
+            f"{r['deployments']} |"
+        )
+    L.append(
+        "\nThese are throughput-model figures, not simulated: the joint plan's value has not been checked in the "
+        "simulator here (the model's per-class rates are within ~10% of the simulator's, see the mu tables; the "
+        "joint plan's gains below that are not established).\n"
+    )
+    return "\n".join(L) + "\n"
+
+
 def decision(rows: list[dict]) -> tuple[bool, str]:
     """Is there >= 3% headroom on any pair that matters (a shipped cluster or a held-in trace)?"""
     worth = [r for r in rows if min(r["oracle"]["headroom"], r["oracle"]["headroom_resampled"]) >= HEADROOM_THRESHOLD]
@@ -253,7 +343,9 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
-def write_md(path: Path, rows: list[dict], command: str, elapsed_s: float, sims: list[dict], sim_s: float) -> None:
+def write_md(
+    path: Path, rows: list[dict], command: str, elapsed_s: float, sims: list[dict], sim_s: float, joint: list[dict]
+) -> None:
     go, verdict = decision(rows)
     L = ["# Comparative advantage: the class-aware fluid bound beside the mix-average one (simulated)\n"]
     L.append(
@@ -310,6 +402,8 @@ def write_md(path: Path, rows: list[dict], command: str, elapsed_s: float, sims:
     L.append(_observations(rows))
     if sims:
         L.append(_sim_section(sims, rows))
+    if joint:
+        L.append(_joint_section(joint))
     for r in rows:
         o = r["oracle"]
         L.append(f"## {r['cluster']} / {r['workload']}\n")
@@ -426,6 +520,7 @@ def main() -> int:
     ap.add_argument("--bounds", default=None, metavar="JSON", help="reuse the bounds of an earlier --json run")
     ap.add_argument("--sims", default=None, metavar="JSON", help="reuse the simulator runs of an earlier --json run")
     ap.add_argument("--no-sim", action="store_true", help="bounds only (step 1)")
+    ap.add_argument("--joint", action="store_true", help="also step 3: the joint MILP plan beside the exhaustive one")
     ap.add_argument("--sim-pairs-only", action="store_true", help="compute bounds only for the simulated pairs")
     args = ap.parse_args()
     pairs = PAIRS if args.only is None else [PAIRS[int(i)] for i in args.only.split(",")]
@@ -467,11 +562,12 @@ def main() -> int:
                 if args.json:
                     out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s}
                     Path(args.json).write_text(json.dumps(out, indent=1, default=float))
+    joint = run_joint() if args.joint else []
     command = " ".join(["python benchmarks/comparative_advantage.py", *sys.argv[1:]])
     if args.json:
-        out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s}
+        out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s, "joint": joint}
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))
-    write_md(Path(args.out), rows, command, bounds_s, sims, sim_s)
+    write_md(Path(args.out), rows, command, bounds_s, sims, sim_s, joint)
     log(f"wrote {args.out}")
     return 0
 
