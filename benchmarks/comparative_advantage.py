@@ -538,6 +538,7 @@ def main() -> int:
     ap.add_argument("--sims", default=None, metavar="JSON", help="reuse the simulator runs of an earlier --json run")
     ap.add_argument("--no-sim", action="store_true", help="bounds only (step 1)")
     ap.add_argument("--joint", action="store_true", help="also step 3: the joint MILP plan beside the exhaustive one")
+    ap.add_argument("--joint-from", default=None, metavar="JSON", help="reuse the joint-plan rows of an earlier run")
     ap.add_argument("--sim-pairs-only", action="store_true", help="compute bounds only for the simulated pairs")
     args = ap.parse_args()
     pairs = PAIRS if args.only is None else [PAIRS[int(i)] for i in args.only.split(",")]
@@ -579,7 +580,10 @@ def main() -> int:
                 if args.json:
                     out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s}
                     Path(args.json).write_text(json.dumps(out, indent=1, default=float))
-    joint = run_joint() if args.joint else []
+    if args.joint_from:
+        joint = json.loads(Path(args.joint_from).read_text())["joint"]
+    else:
+        joint = run_joint() if args.joint else []
     command = " ".join(["python benchmarks/comparative_advantage.py", *sys.argv[1:]])
     if args.json:
         out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s, "joint": joint}
