@@ -132,20 +132,26 @@ def solve_joint(problem: JointProblem, fixed: dict[int, tuple[int, ...]] | None 
     for i, c in enumerate(problem.cands):  # nodes per pool
         r = np.zeros(nv)
         r[y_off[i] : y_off[i + 1]] = 1.0
-        rows.append(r), lo.append(0.0), hi.append(float(c.pool.num_nodes))
+        rows.append(r)
+        lo.append(0.0)
+        hi.append(float(c.pool.num_nodes))
     for ci in range(nc):  # instance time per configuration
         r = np.zeros(nv)
         r[n_y + ci * nk : n_y + (ci + 1) * nk] = 1.0
         i = problem.configs[ci][0]
         for o, per in enumerate(problem.inst[i]):
             r[y_off[i] + o] = -float(per.get(ci, 0))
-        rows.append(r), lo.append(-np.inf), hi.append(0.0)
+        rows.append(r)
+        lo.append(-np.inf)
+        hi.append(0.0)
     for k in range(nk):  # class coverage
         r = np.zeros(nv)
         for ci in range(nc):
             r[n_y + ci * nk + k] = -problem.mu[ci, k]
         r[lam] = problem.proportions[k]
-        rows.append(r), lo.append(-np.inf), hi.append(0.0)
+        rows.append(r)
+        lo.append(-np.inf)
+        hi.append(0.0)
     lb = np.zeros(nv)
     ub = np.full(nv, np.inf)
     for i, c in enumerate(problem.cands):

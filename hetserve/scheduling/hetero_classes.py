@@ -8,10 +8,18 @@ every `resolve_every` requests from the mix seen since (an EWMA of class counts)
 healthy instances per deployment, so the split follows a drifting mix and lost instances.
 
 Per request of class k: a smooth weighted round robin over the deployments, weighted by the LP's
-share of class k, picks a deployment; inside it the instance with the lowest hetero score
-(Q + w) / C. Overflow keeps hetero's robustness under mis-plans and slowdowns: if that instance's
-score exceeds `overflow` times the best score anywhere (the LP's speeds are the plan's; measured C
-says otherwise), hetero's choice is taken instead. At light load every queue is empty and the
+share of class k, picks a deployment; inside it the instance with the earliest expected finish: the work in flight
+that this policy sent there plus this request, each request costing 1/mu[j,k] seconds (its share
+of one saturated instance of type j; from the table). Overflow keeps hetero's robustness under
+mis-plans and slowdowns: if that finish is later than `overflow` times the earliest anywhere,
+the earliest is taken instead. Work sent to an instance slower than the table says stays in
+flight longer, so its backlog grows faster than the others' and overflow moves work away (the
+measurement is the completions, as for least-outstanding-requests). The tracker's Q and C are
+not used for this: Q counts a prompt token as a fixed fraction of an output token and C is
+learned from each instance's own mix, so once types serve different classes their Q/C drift
+apart by several-fold (measured: a 3000-token-prompt class vs a chat class, ~7x), and a
+hetero-score overflow then moves long requests onto small-KV instances. (An earlier version
+did that and gave up most of the gain.) At light load every queue is empty and the
 overflow rule makes it hetero (idle fast instances first), which is right for latency; the LP
 split matters only when every type is busy. Without a table (constructed by name only) it is
 hetero. Plain Python, no ray, no clock.
@@ -75,6 +83,15 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         self._credit: dict[tuple[int, str], float] = {}
         self.num_overflows = 0
         self.num_solves = 0
+        self._dep_index: dict[str, int] = {}
+        self._dep_of: dict[str, int | None] = {}  # instance_id -> deployment index
+        self._cost = np.ones((0, 0))
+        self._outstanding: dict[str, float] = {}
+        self._flights: dict[str, tuple[str, float]] = {}
+        if table is not None:
+            self._dep_index = {d: j for j, d in enumerate(table.deployments)}
+            # Seconds of one instance's saturated time per request of each class.
+            self._cost = 1.0 / np.maximum(np.asarray(table.requests_per_s, dtype=float), 1e-9)
 
     # ---- LP --------------------------------------------------------------------------------
     def _resolve(self, instances: Sequence[InstanceView]) -> None:
@@ -102,17 +119,45 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         counts = tuple(sum(1 for v in instances if v.deployment == d) for d in table.deployments)
         if self._share is None or self._since >= self.resolve_every or counts != self._share_key:
             self._resolve(instances)
-        scores = [(v.outstanding_tokens + v.mean_work_tokens) / max(v.capacity_tokens_per_s, 1e-9) for v in instances]
-        best = int(np.argmin(scores))
+        # Expected finish on each instance, in the table's seconds: the in-flight work this policy
+        # sent there (each request costs 1/mu[j,k] of one instance's saturated time) plus this one.
+        # Work sent to an instance slower than the table says stays in flight longer, so its
+        # backlog grows faster than the others' and overflow moves work away: measured, without C.
+        dep_index = self._dep_index
+        cost = self._cost
+        finish = []
+        for v in instances:
+            j = dep_index.get(v.deployment)
+            self._dep_of[v.instance_id] = j
+            own = float(cost[j, k]) if j is not None else float(np.median(cost[:, k]))
+            finish.append(self._outstanding.get(v.instance_id, 0.0) + own)
+        best = min(range(len(instances)), key=lambda i: (finish[i], -instances[i].kv_free_tokens, i))
         dep = self._pick_deployment(k, instances)
         if dep is None:
-            return super().choose(request, instances, now_s)
+            return instances[best].instance_id
         inside = [i for i, v in enumerate(instances) if v.deployment == dep]
-        pick = min(inside, key=lambda i: (scores[i], -instances[i].kv_free_tokens, instances[i].instance_id))
-        if scores[pick] > self.overflow * scores[best]:
+        pick = min(inside, key=lambda i: (finish[i], -instances[i].kv_free_tokens, instances[i].instance_id))
+        if finish[pick] > self.overflow * finish[best]:
             self.num_overflows += 1
-            return super().choose(request, instances, now_s)
+            return instances[best].instance_id
         return instances[pick].instance_id
+
+    def on_dispatch(self, request: RequestInfo, instance_id: str, now_s: float) -> None:
+        if self.table is None:
+            return
+        j = self._dep_of.get(instance_id)
+        k = self.table.class_of(request)
+        c = float(self._cost[j, k]) if j is not None else float(np.median(self._cost[:, k]))
+        self._flights[request.request_id] = (instance_id, c)
+        self._outstanding[instance_id] = self._outstanding.get(instance_id, 0.0) + c
+
+    def on_complete(self, request_id: str, instance_id: str, now_s: float) -> None:
+        flight = self._flights.pop(request_id, None)
+        if flight is None:
+            return
+        iid, c = flight
+        left = self._outstanding.get(iid, 0.0) - c
+        self._outstanding[iid] = left if left > 1e-12 else 0.0
 
     def _pick_deployment(self, k: int, instances: Sequence[InstanceView]) -> str | None:
         """Smooth weighted round robin over the eligible deployments, weights = LP share of class k."""

@@ -28,7 +28,7 @@ __all__ = ["ClassBound", "class_bound", "class_table", "config_groups", "mix_sam
 # Requests per saturation run (an even sample of the class, or of the LP's mix).
 SAMPLE_REQUESTS: int | None = None  # None: every request (sampling is ~3% noisy on heavy tails)
 # Requests in a validation run (the LP's mix drawn from the classes).
-MIX_REQUESTS = 20000
+MIX_REQUESTS = 8000
 
 
 def config_groups(instances: Sequence[PlannedInstance]) -> tuple[list[str], list[PlannedInstance], np.ndarray]:

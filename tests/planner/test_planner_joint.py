@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from planner_factories import random_cluster
 
 from hetserve.cli import main
 from hetserve.cluster import load_cluster
 from hetserve.model.classes import solve_class_lp
 from hetserve.planner import search_plan
 from hetserve.planner.joint import brute_force, joint_problem, solve_joint
-
-from planner_factories import random_cluster
 
 pytest.importorskip("scipy")
 
@@ -34,7 +33,7 @@ def _per_node_brute_force(problem) -> float:
     """Independent of the MILP's pool bookkeeping: every node picks one of its pool's options or
     idles, instances are counted per configuration, and the class LP prices the result."""
     per_node = []
-    for i, c in enumerate(problem.cands):
+    for c in problem.cands:
         per_node += [list(range(len(c.options))) + [None]] * c.pool.num_nodes
     owners = [i for i, c in enumerate(problem.cands) for _ in range(c.pool.num_nodes)]
     best = 0.0
@@ -85,7 +84,8 @@ def test_cli_joint_objective(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     trace = tmp_path / "t.csv"
     prompts, outputs = _bimodal(200)
     rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"] + [
-        f"2023-11-16 18:{i // 60:02d}:{i % 60:02d}.0000000,{p},{o}" for i, (p, o) in enumerate(zip(prompts, outputs))
+        f"2023-11-16 18:{i // 60:02d}:{i % 60:02d}.0000000,{p},{o}"
+        for i, (p, o) in enumerate(zip(prompts, outputs, strict=True))
     ]
     trace.write_text("\n".join(rows) + "\n")
     assert main(["plan", str(CONFIGS / "paper_mixed.yaml"), "--objective", "joint", "--trace", str(trace)]) == 0
