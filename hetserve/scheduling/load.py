@@ -197,6 +197,7 @@ class LoadTracker:
             prefill_weight=self.prefill_weight,
             mean_output_tokens=self.mean_output_tokens,
         )
+        view.batch_slots = int(max_num_seqs or 0)
         inst = _Instance(view, float(predicted_tokens_per_s), max_num_seqs, prior=coeffs)
         if coeffs is not None and self.learn_capacity:
             from hetserve.model.online_fit import OnlineFit
@@ -475,8 +476,9 @@ class LoadTracker:
             if inst.fit is None:
                 continue
             cap = inst.view.kv_capacity_tokens
-            prior_c, _ = saturated_capacity_tokens_per_s(inst.fit.prior, l_in, l_out, cap, inst.max_num_seqs)
+            prior_c, slots = saturated_capacity_tokens_per_s(inst.fit.prior, l_in, l_out, cap, inst.max_num_seqs)
             inst.seed_tokens_per_s = max(prior_c, 1e-9)  # the plan's coefficients on this mix
+            inst.view.batch_slots = slots
             if inst.fit.num_steps <= 0:
                 inst.ratio = None
                 continue

@@ -48,11 +48,28 @@ class HeteroPolicy(SchedulingPolicy, name="hetero"):
     far off the real speed misroutes until then.
     """
 
-    def __init__(self, seed: int = 0, size_aware: bool = False):
+    def __init__(self, seed: int = 0, size_aware: bool = False, slot_aware: bool = True):
         super().__init__(seed)
         self.size_aware = size_aware
+        self.slot_aware = slot_aware
 
     def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
+        if self.slot_aware and all(v.batch_slots > 0 for v in instances):
+            free = [v for v in instances if v.num_outstanding < v.batch_slots]
+            if free:
+                instances = free
+            else:
+                # Every batch is full: the request waits for (n - B + 1) completions, which come
+                # C / mean output per second: equalise that admission wait (= TTFT).
+                waits = [
+                    (v.num_outstanding + 1 - v.batch_slots) * v.mean_output_tokens / max(v.capacity_tokens_per_s, 1e-9)
+                    for v in instances
+                ]
+                best = min(waits)
+                instances = [v for v, w in zip(instances, waits, strict=True) if w <= best * (1 + 1e-9)]
+        return self._least_drain_time(request, instances)
+
+    def _least_drain_time(self, request: RequestInfo, instances: Sequence[InstanceView]) -> str:
         scores = []
         for v in instances:
             w = (
@@ -69,6 +86,13 @@ class HeteroPolicy(SchedulingPolicy, name="hetero"):
         if len(tied) == 1:
             return instances[tied[0]].instance_id
         return instances[tied[int(self.rng.integers(len(tied)))]].instance_id
+
+
+class HeteroNoSlotsPolicy(HeteroPolicy, name="hetero_noslots"):
+    """`hetero` without its batch-slot correction (the ablation): always the least (Q + w) / C."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed, slot_aware=False)
 
 
 class RoundRobinPolicy(SchedulingPolicy, name="round_robin"):
