@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     # ROCm kernels, not the silicon (its A100-vs-H100 ratios, 1.50x / 2.44x, sit within 10-25%
     # of the datasheet's 1.64x / 3.17x). Neither end is today's vLLM, so the prior takes the
     # geometric mean of the datasheet ratio and argonne's measured one (at most 2x the datasheet
-    # ratio), and the H100's factors are scaled to that (benchmarks/model_accuracy.md, "Priors of types without a profile").
+    # ratio), and the H100's factors are scaled to that (benchmarks/model_accuracy.md, section e).
     reference = "H100-SXM5-80GB"
     for name, rel in read_argonne_relative_speed(args.data).items():
         if name in types or name not in catalog.accelerators or reference not in types:
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             "step_overhead_ms": round(ref["step_overhead_ms"] * decode, 3),
             "num_profiles": 0,
             "source": (
-                f"{reference} factors scaled to the geometric mean (capped at 2x the datasheet) of the datasheet ratio and "
+                f"{reference} factors scaled to the geometric mean (capped at 2x the datasheet) of the datasheet "
+                "ratio and "
                 f"argonne-llm-inference-bench vLLM (2024 build) relative time vs {ARGONNE_REFERENCE}: "
                 f"decode x{decode:.2f} (datasheet x{sheet_decode:.2f}, argonne x{rel.decode_ratio:.2f}, "
                 f"{rel.num_decode_pairs} pairs), prefill x{prefill:.2f} (datasheet x{sheet_prefill:.2f}, "
