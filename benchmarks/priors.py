@@ -86,7 +86,8 @@ def main() -> None:
         "MI300X was fixed here: its factors came from argonne's 2024 ROCm build alone (prefill 5.7x, decode 1.5x "
         "slower than the H100, against a datasheet 1.3x / 1.6x faster), which priced it below an A100-40GB and "
         "an L40S; scripts/fit_profiles.py now scales the H100's factors to the geometric mean of the datasheet "
-        "and argonne ratios, at most 2x below the datasheet's. Left alone: the L4/T4/V100 per-step overheads (36/43/23 ms) come from vLLM 0.4 "
+        "and argonne ratios, at most 2x below the datasheet's. Left alone: the L4/T4/V100 per-step "
+        "overheads (36/43/23 ms) come from vLLM 0.4 "
         "(Helix) profiles without CUDA graphs and are probably pessimistic for today's vLLM, but these types "
         "have measured profiles, which the planner uses first, and no current-vLLM data to refit them on; the "
         "online fit corrects them per instance at run time.",
