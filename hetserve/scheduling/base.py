@@ -55,6 +55,7 @@ class InstanceView:
     measured_tokens_per_s, num_waiting: the engine's own last report (a stats period old).
     batch_slots: the saturated batch (max_num_seqs, or fewer when the KV cache fills first for
         the current mix), as the load tracker's capacity model sizes it.
+    first_token_s: time to first token once admitted, from the same (fitted) coefficients.
     """
 
     instance_id: str
@@ -73,6 +74,7 @@ class InstanceView:
     measured_tokens_per_s: float = 0.0  # the engine's last reported output tokens/s (its recent window)
     num_waiting: int = 0  # the engine's waiting queue at its last report
     batch_slots: int = 0  # sequences the instance runs at once for the current mix (0: unknown)
+    first_token_s: float = 0.0  # prefill of a typical prompt + one full decode step (0: unknown)
 
     def can_hold(self, request: RequestInfo) -> bool:
         """KV filter: the request's prompt plus its max output must fit in an empty cache."""

@@ -480,9 +480,13 @@ class LoadTracker:
             inst.seed_tokens_per_s = max(prior_c, 1e-9)  # the plan's coefficients on this mix
             inst.view.batch_slots = slots
             if inst.fit.num_steps <= 0:
+                p = inst.fit.prior
+                inst.view.first_token_s = p.prefill_s(l_in) + p.decode_s(slots, slots * (l_in + l_out / 2.0))
                 inst.ratio = None
                 continue
             inst.estimate = inst.fit.capacity(l_in, l_out, cap, inst.max_num_seqs)
+            c = inst.fit.coeffs
+            inst.view.first_token_s = c.prefill_s(l_in) + c.decode_s(slots, slots * (l_in + l_out / 2.0))
             tok = max(inst.estimate.tokens_per_s, 1e-9)
             inst.ratio = tok / inst.seed_tokens_per_s
 
