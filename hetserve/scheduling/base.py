@@ -53,6 +53,9 @@ class InstanceView:
         exactly as the load tracker does (see `estimate_work`).
     mean_work_tokens: the work of a typical request in the same units (recent mean of w).
     measured_tokens_per_s, num_waiting: the engine's own last report (a stats period old).
+    batch_slots: the saturated batch (max_num_seqs, or fewer when the KV cache fills first for
+        the current mix), as the load tracker's capacity model sizes it.
+    first_token_s: time to first token once admitted, from the same (fitted) coefficients.
     """
 
     instance_id: str
@@ -70,6 +73,8 @@ class InstanceView:
     mean_work_tokens: float = DEFAULT_PREFILL_WEIGHT * 1024 + DEFAULT_OUTPUT_TOKENS
     measured_tokens_per_s: float = 0.0  # the engine's last reported output tokens/s (its recent window)
     num_waiting: int = 0  # the engine's waiting queue at its last report
+    batch_slots: int = 0  # sequences the instance runs at once for the current mix (0: unknown)
+    first_token_s: float = 0.0  # prefill of a typical prompt + one full decode step (0: unknown)
 
     def can_hold(self, request: RequestInfo) -> bool:
         """KV filter: the request's prompt plus its max output must fit in an empty cache (a

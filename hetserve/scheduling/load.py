@@ -197,6 +197,7 @@ class LoadTracker:
             prefill_weight=self.prefill_weight,
             mean_output_tokens=self.mean_output_tokens,
         )
+        view.batch_slots = int(max_num_seqs or 0)
         inst = _Instance(view, float(predicted_tokens_per_s), max_num_seqs, prior=coeffs)
         if coeffs is not None and self.learn_capacity:
             from hetserve.model.online_fit import OnlineFit
@@ -475,12 +476,17 @@ class LoadTracker:
             if inst.fit is None:
                 continue
             cap = inst.view.kv_capacity_tokens
-            prior_c, _ = saturated_capacity_tokens_per_s(inst.fit.prior, l_in, l_out, cap, inst.max_num_seqs)
+            prior_c, slots = saturated_capacity_tokens_per_s(inst.fit.prior, l_in, l_out, cap, inst.max_num_seqs)
             inst.seed_tokens_per_s = max(prior_c, 1e-9)  # the plan's coefficients on this mix
+            inst.view.batch_slots = slots
             if inst.fit.num_steps <= 0:
+                p = inst.fit.prior
+                inst.view.first_token_s = p.prefill_s(l_in) + p.decode_s(slots, slots * (l_in + l_out / 2.0))
                 inst.ratio = None
                 continue
             inst.estimate = inst.fit.capacity(l_in, l_out, cap, inst.max_num_seqs)
+            c = inst.fit.coeffs
+            inst.view.first_token_s = c.prefill_s(l_in) + c.decode_s(slots, slots * (l_in + l_out / 2.0))
             tok = max(inst.estimate.tokens_per_s, 1e-9)
             inst.ratio = tok / inst.seed_tokens_per_s
 
