@@ -11,7 +11,7 @@ from hetserve.records import LatencyCoeffs, RequestInfo
 from hetserve.scheduling import make_policy, policy_names
 from hetserve.scheduling.base import InstanceView
 from hetserve.scheduling.hetero_classes import ClassTable, HeteroClassesPolicy
-from hetserve.sim import InstanceSpec, SimConfig, SimRequests, Simulator, summarize
+from hetserve.sim import PlannedInstance, SimConfig, SimRequests, Simulator, summarize
 from hetserve.sim.class_bound import class_bound, class_table
 
 pytest.importorskip("scipy")
@@ -23,8 +23,8 @@ def _slow(c: LatencyCoeffs, f: float) -> LatencyCoeffs:
     return LatencyCoeffs(c.a_p * f, c.b_p * f, c.a_d * f, c.c_d * f, c.b_d * f, c.q_p * f)
 
 
-def _spec(name: str, kv: int, coeffs: LatencyCoeffs = COEFFS) -> InstanceSpec:
-    return InstanceSpec(name, name, name, coeffs, kv, 64, 1.0)
+def _spec(name: str, kv: int, coeffs: LatencyCoeffs = COEFFS) -> PlannedInstance:
+    return PlannedInstance(name, name, name, coeffs, kv, 64, 1.0)
 
 
 def _bimodal(n: int, rate: float = 1.0, seed: int = 1) -> SimRequests:
@@ -41,7 +41,7 @@ def _setup(specs):
     cls = RequestClasses.from_quantiles(reqs.num_prompt_tokens, None, 2, 1)
     bound = class_bound(specs, reqs, cls, labels=cls.assign(reqs.num_prompt_tokens))
     seeded = [
-        InstanceSpec(s.instance_id, s.deployment, s.accelerator, s.coeffs, s.kv_capacity_tokens, s.max_num_seqs, c)
+        PlannedInstance(s.instance_id, s.deployment, s.accelerator, s.coeffs, s.kv_capacity_tokens, s.max_num_seqs, c)
         for s, c in zip(specs, bound.mu_sim @ bound.proportions * bound.mean_output_tokens, strict=True)
     ]
     return bound, seeded
@@ -76,7 +76,7 @@ def test_comparative_advantage_beats_hetero_at_saturation():
 def _wrong(specs, slowed: str, factor: float = 3.0):
     """The same instances with `slowed` really `factor` times slower than its table row and seed say."""
     return [
-        InstanceSpec(
+        PlannedInstance(
             s.instance_id,
             s.deployment,
             s.accelerator,
