@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hetserve.errors import ConfigError
+from hetserve.records import DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_TOKENS, DEFAULT_STATS_WINDOW_S
 from hetserve.scheduling.base import policy_names
 from hetserve.strict_yaml import LoadedYaml, field_path, load_strict_yaml
 
@@ -150,7 +151,9 @@ class EngineSettings(_Edge):
         default=1.5, ge=0, description="Per-device memory kept for activations, CUDA graphs, runtime."
     )
     max_num_batched_tokens: int = Field(
-        default=8192, ge=16, description="Most prompt tokens prefilled in one step (chunked prefill budget)."
+        default=DEFAULT_MAX_NUM_BATCHED_TOKENS,
+        ge=16,
+        description="Most prompt tokens prefilled in one step (chunked prefill budget).",
     )
 
 
@@ -287,7 +290,9 @@ class AppArgs(_Edge):
         default=1.0, gt=0, le=60, description="How often instances report stats and the router reconciles, s."
     )
     stats_window_s: float = Field(
-        default=10.0, gt=0, description="Window of an instance's measured output tokens/s, s of engine time."
+        default=DEFAULT_STATS_WINDOW_S,
+        gt=0,
+        description="Window of an instance's measured output tokens/s, s of engine time.",
     )
     seed: int = Field(default=0, ge=0, description="Seed of the scheduling policy's tie-breaks.")
     stream_interval_s: float = Field(
@@ -297,7 +302,7 @@ class AppArgs(_Edge):
         description="Instances send streamed tokens at most this often (the first one at once), wall s.",
     )
     default_max_tokens: int = Field(
-        default=256,
+        default=DEFAULT_MAX_TOKENS,
         ge=1,
         description="max_tokens of chat requests that set neither max_tokens nor max_completion_tokens.",
     )

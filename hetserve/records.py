@@ -13,6 +13,8 @@ DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 DEFAULT_STATS_WINDOW_S = 10.0
 # Output tokens assumed for a request before any has been observed (trackers, simulator, router).
 DEFAULT_OUTPUT_TOKENS = 256
+# max_tokens of a chat request that names none (router, request preparation, app args).
+DEFAULT_MAX_TOKENS = 256
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from hetserve.records import LatencyCoeffs
+from hetserve.records import DEFAULT_MAX_NUM_BATCHED_TOKENS, LatencyCoeffs
 
 __all__ = ["ContinuousBatcher", "Sequence", "StepPlan", "StepResult", "step_time_s"]
 
@@ -140,7 +140,7 @@ class ContinuousBatcher:
     coeffs: LatencyCoeffs
     kv_capacity_tokens: int
     max_num_seqs: int
-    max_num_batched_tokens: int = 8192
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
     waiting: deque[Sequence] = field(default_factory=deque)
     running: list[Sequence] = field(default_factory=list)
     kv_used_tokens: int = 0  # invariant: sum of num_kv_tokens over `running`

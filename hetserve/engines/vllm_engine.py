@@ -23,7 +23,7 @@ from hetserve.engines.base import (
     TokenLogprob,
 )
 from hetserve.model.online_fit import StepAccumulator
-from hetserve.records import InstanceStats
+from hetserve.records import DEFAULT_STATS_WINDOW_S, InstanceStats
 
 __all__ = ["EngineStatsWindow", "VLLMEngine"]
 
@@ -37,7 +37,7 @@ class EngineStatsWindow:
     an engine that started 2 s ago is not credited with 8 idle seconds. Plain Python, no vllm.
     """
 
-    def __init__(self, window_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, window_s: float = DEFAULT_STATS_WINDOW_S, clock: Callable[[], float] = time.monotonic):
         if window_s <= 0:
             raise ValueError(f"window_s must be > 0 (got {window_s})")
         self.window_s = window_s
@@ -185,7 +185,7 @@ class VLLMEngine(Engine):
     -> EngineDeadError; anything else vLLM raises for a request -> EngineError.
     """
 
-    stats_window_s: float = 10.0
+    stats_window_s: float = DEFAULT_STATS_WINDOW_S
 
     def __init__(
         self,

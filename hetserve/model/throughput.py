@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hetserve.config import AcceleratorSpec, ModelSpec, SLOSpec
 from hetserve.model.memory import memory_fit
-from hetserve.records import InstancePrediction, LatencyCoeffs, Workload
+from hetserve.records import DEFAULT_MAX_NUM_BATCHED_TOKENS, InstancePrediction, LatencyCoeffs, Workload
 
 __all__ = ["Workload", "predict_instance", "saturated_batch", "steady_state"]
 
@@ -22,7 +22,7 @@ class SteadyState:
 
 
 def steady_state(
-    coeffs: LatencyCoeffs, batch_size: int, wl: Workload, max_num_batched_tokens: int = 8192
+    coeffs: LatencyCoeffs, batch_size: int, wl: Workload, max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
 ) -> SteadyState:
     """Continuous batching with B sequences in flight, stepped as engines/batching.py steps them
     (DESIGN.md): each of the B slots cycles through its prompt in n chunks (each at most the step

@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hetserve.config import ModelSpec
+from hetserve.config import EngineSettings, ModelSpec
 from hetserve.profiles.kernels import KERNEL_GPUS, KernelTables, _kv_table, intermediate_size, read_kernel_tables
 from hetserve.profiles.measured import read_helix, read_splitwise
 from hetserve.profiles.samples import DecodeSample, PrefillSample, StepSamples
+
+# The engine defaults the composed profiles are sized with (the same as a cluster file's).
+_ENGINE = EngineSettings()
 
 if TYPE_CHECKING:
     from hetserve.catalog import Catalog
@@ -131,7 +134,9 @@ def collect_samples(data_dir: Path, catalog: Catalog, tp_degrees: Sequence[int] 
             if model.num_params_b < 1:
                 continue  # test-only toy models
             for tp in tp_degrees:
-                fit = memory_fit(model, accel, tp, 0.9, 1.5, model.max_model_len)
+                fit = memory_fit(
+                    model, accel, tp, _ENGINE.gpu_memory_utilization, _ENGINE.reserve_gib, model.max_model_len
+                )
                 if fit.feasible:
                     out.append(compose_samples(model, tables, tp, fit.kv_capacity_tokens))
     return out

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hetserve.records import RequestInfo
+from hetserve.records import DEFAULT_OUTPUT_TOKENS, RequestInfo
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
@@ -26,8 +26,6 @@ __all__ = [
     "policy_names",
 ]
 
-# Output length assumed before any request has finished (tokens).
-DEFAULT_OUTPUT_TOKENS = 256
 # Cost of one prefill token in decode-token equivalents. A decode step of B sequences costs about
 # (a_d*B + c_d*S + b_d) and yields B tokens, a prefill token costs a_p: with the fitted and roofline
 # coefficients of 7B-70B models at their planned batch sizes the ratio a_p*B / T_d sits near 0.1-0.3

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hetserve.records import InstanceStats, LatencyCoeffs, RequestInfo
+from hetserve.records import DEFAULT_OUTPUT_TOKENS, InstanceStats, LatencyCoeffs, RequestInfo
 from hetserve.scheduling.base import DEFAULT_PREFILL_WEIGHT, InstanceView, estimate_work
 
 if TYPE_CHECKING:  # imported lazily: hetserve.config imports this package for the policy names
@@ -132,7 +132,7 @@ class LoadTracker:
     def __init__(
         self,
         ewma_alpha: float = 0.2,
-        default_output_tokens: int = 256,
+        default_output_tokens: int = DEFAULT_OUTPUT_TOKENS,
         prefill_weight: float | None = None,
         output_ewma_alpha: float = 0.05,
         capacity_window_s: float = 10.0,

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hetserve.engines.base import GenerateRequest, TokenChunk
-from hetserve.records import RequestInfo
+from hetserve.records import DEFAULT_MAX_TOKENS, RequestInfo
 from hetserve.serving.errors import RequestError, from_validation_errors
 from hetserve.serving.openai_api import ChatCompletionRequest, CompletionRequest, new_request_id
 from hetserve.serving.tokenizer import IncrementalDetokenizer, PromptTokenizer, TokenizerError
@@ -66,7 +66,7 @@ class RequestPreparer:
     model: str
     max_model_len: int  # longest request (prompt + output)
     vocab_size: int
-    default_max_tokens: int = 256  # a chat request's max_tokens when it names none
+    default_max_tokens: int = DEFAULT_MAX_TOKENS  # a chat request's max_tokens when it names none
     tokenizer: PromptTokenizer | None = None
     detokenize: bool = False  # the engine streams token ids without text (emulated + tokenizer)
 

@@ -31,7 +31,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.handle import DeploymentHandle
 
 from hetserve.engines.base import EngineError, RequestTooLongError, TokenChunk
-from hetserve.records import DeploymentPlan, RequestInfo
+from hetserve.records import DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_TOKENS, DeploymentPlan, RequestInfo
 from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
 from hetserve.scheduling.admission import AdmissionConfig, AdmissionQueue, Binding, Bound, Full
 from hetserve.scheduling.base import InstanceView
@@ -101,8 +101,8 @@ class RouterSpec:
     plan_view: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     stats_period_s: float = 1.0
-    default_max_tokens: int = 256
-    default_output_tokens: int = 256
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
+    default_output_tokens: int = DEFAULT_OUTPUT_TOKENS
     startup_timeout_s: float = 60.0
     tokenizer_path: str | None = None  # local HF tokenizer: exact counts, chat template, ids to instances
     detokenize: bool = False  # instances stream ids only (emulated + tokenizer): the router makes the text

@@ -20,7 +20,7 @@ import numpy as np
 from hetserve.engines.batching import ContinuousBatcher, StepPlan
 from hetserve.engines.batching import Sequence as Seq
 from hetserve.model.online_fit import StepAccumulator
-from hetserve.records import InstanceStats, PlannedInstance, RequestInfo
+from hetserve.records import DEFAULT_OUTPUT_TOKENS, InstanceStats, PlannedInstance, RequestInfo
 from hetserve.scheduling.admission import AdmissionQueue, Bound, Full
 from hetserve.scheduling.base import NoInstanceError, SchedulingPolicy
 from hetserve.scheduling.load import LoadTracker
@@ -53,7 +53,7 @@ class SimConfig:
     """Per instance, at every step end: (t, output tokens so far). For the fluid bound."""
     ewma_alpha: float = 0.2
     prefill_weight: float | None = None
-    default_output_tokens: int = 256
+    default_output_tokens: int = DEFAULT_OUTPUT_TOKENS
     learn_capacity: bool = True
     """The tracker's online capacity fit (False: C stays at the plan's prediction)."""
     report_delay_s: float = 0.0
