@@ -45,10 +45,10 @@ __all__ = ["ContinuousBatcher", "Sequence", "StepPlan", "StepResult", "step_time
 
 def step_time_s(
     coeffs: LatencyCoeffs,
-    num_prefill_tokens: int,
+    num_prefill_tokens: float,
     prefill_attention: float,
-    num_decode_seqs: int,
-    num_decode_context_tokens: int,
+    num_decode_seqs: float,
+    num_decode_context_tokens: float,
 ) -> float:
     """Seconds of one forward pass over prompt chunks and decodes together.
 

@@ -90,16 +90,17 @@ class RequestPreparer:
     def chat(self, body: ChatCompletionRequest) -> Prepared:
         self._check_model(body.model)
         prompt: str | None
+        ids: tuple[int, ...] | None
         if self.tokenizer is not None:
             try:
-                ids: tuple[int, ...] | None = tuple(self.tokenizer.chat(body.message_dicts()))
+                chat_ids = tuple(self.tokenizer.chat(body.message_dicts()))
             except TokenizerError as exc:
                 raise RequestError(400, f"messages: {exc}", param="messages", code="invalid_value") from None
             except Exception as exc:  # a template may raise on messages it does not accept
                 raise RequestError(
                     400, f"messages: the model's chat template refused them: {exc}", param="messages"
                 ) from None
-            prompt, num_prompt = None, len(ids)
+            prompt, ids, num_prompt = None, chat_ids, len(chat_ids)
         else:
             prompt, ids = body.render_prompt(), None
             num_prompt = count_text_tokens(prompt)
