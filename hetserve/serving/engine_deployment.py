@@ -47,15 +47,19 @@ class InstanceServer:
         self._metrics = InstanceMetrics(InstanceTags(self._deployment, spec.accelerator, self.instance_id))
         self._report_seq = 0
 
-    async def generate(self, request: GenerateRequest, target_instance: str | None = None) -> AsyncIterator[TokenChunk]:
+    async def generate(
+        self, request: GenerateRequest, target_instance: str | None = None, stream_interval_s: float | None = None
+    ) -> AsyncIterator[TokenChunk]:
         """Stream the request's output. `target_instance` is the replica the router chose (read by
-        the request router, see replica_router.py); it is ignored here.
+        the request router, see replica_router.py); it is ignored here. `stream_interval_s`
+        overrides the deployment's interval for this request (the router asks unary requests,
+        which reach their client only complete, for fewer, larger chunks).
 
         Stream batching: after each chunk sent, wait `stream_interval_s` before reading the next;
         both engines merge the tokens produced meanwhile into one chunk, so a fast instance sends
         one message per interval instead of one per token (the first token goes out at once).
         """
-        interval_s = self._stream_interval_s
+        interval_s = self._stream_interval_s if stream_interval_s is None else stream_interval_s
         async for chunk in self._engine.generate(request):
             yield chunk
             if interval_s > 0 and chunk.finish_reason is None:

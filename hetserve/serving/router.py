@@ -61,6 +61,9 @@ __all__ = ["RouterIngress", "RouterServer", "RouterSpec", "api"]
 
 logger = logging.getLogger("ray.serve")
 
+# Chunk interval the router asks instances for on unary requests, s (streams keep the deployment's).
+UNARY_STREAM_INTERVAL_S = 0.5
+
 api = FastAPI(title="hetserve", description="OpenAI-compatible API over a heterogeneous cluster.")
 # API keys and the body limit, checked before FastAPI parses a body; the router replica
 # configures its process's door at start (serving/door.py).
@@ -439,7 +442,7 @@ class RouterServer:
             try:
                 # aclosing: a client that leaves mid-stream closes the try at once (its finally
                 # aborts the request on the instance), not whenever the GC finalizes it.
-                async with aclosing(self._attempt(prepared, instance_id, arrival_s)) as chunks:
+                async with aclosing(self._attempt(prepared, instance_id, arrival_s, buffered)) as chunks:
                     async for chunk in chunks:
                         if buffered:
                             held.append(chunk)
@@ -465,7 +468,9 @@ class RouterServer:
         self._counts["failed"] += 1
         raise last.error
 
-    async def _attempt(self, prepared: Prepared, instance_id: str, arrival_s: float) -> AsyncIterator[TokenChunk]:
+    async def _attempt(
+        self, prepared: Prepared, instance_id: str, arrival_s: float, buffered: bool = False
+    ) -> AsyncIterator[TokenChunk]:
         """One try on `instance_id` (already dispatched in the tracker): stream its chunks.
         Failures of the instance become _InstanceFailure (after updating its health)."""
         req = prepared.request
@@ -476,7 +481,12 @@ class RouterServer:
                 instance_id, RequestError(503, f"instance {instance_id} left", type="service_unavailable")
             )
         self._metrics.routed(inst.tags)
-        response = self._handles[inst.deployment.name].generate.remote(req, **{TARGET_KWARG: instance_id})
+        # A unary request reaches its client only complete: fewer, larger chunks (each one costs
+        # this router's event loop a message; under overload they would crowd out admission).
+        kwargs: dict[str, Any] = {TARGET_KWARG: instance_id}
+        if buffered:
+            kwargs["stream_interval_s"] = UNARY_STREAM_INTERVAL_S
+        response = self._handles[inst.deployment.name].generate.remote(req, **kwargs)
         first_s = last_s = None
         num_out = 0
         done = False

@@ -321,11 +321,6 @@ def test_overload_10x_gets_fast_429s_and_recovers(app):
     assert all(b["usage"]["completion_tokens"] == 64 for _, b in accepted)
     sample = next((b, h) for c, _, _, b, h in results if c == 429)
     assert sample[0]["error"]["code"] == "queue_full" and int(sample[1]["retry-after"]) >= 1
-    # The router answers its part fast (Server-Timing: from its door, before the body is parsed,
-    # to its answer). At the client, Serve's HTTP proxy adds its own queueing: on this shared
-    # 2-core machine it is CPU-starved under a 75 req/s burst (benchmarks/reliability.md), so the
-    # caller-side claim is checked below without the proxy, through a Python handle.
-    assert p99_router <= 0.100, f"429 p99 {p99_router * 1000:.0f} ms in the router"
 
     deadline = time.monotonic() + 20
     rss_after = _router(base)["rss_bytes"]
@@ -338,6 +333,11 @@ def test_overload_10x_gets_fast_429s_and_recovers(app):
     assert stats["queue_length"] == 0 and stats["in_flight"] == 0, stats
     r = _post(base, {"model": MODEL, "prompt": "back to normal", "max_tokens": 8}, timeout=60)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 8
+    # The router answers its part fast (Server-Timing: from its door, before the body is parsed,
+    # to its answer). At the client, Serve's HTTP proxy adds its own queueing: on this shared
+    # 2-core machine it is CPU-starved under a 75 req/s burst (benchmarks/reliability.md), so the
+    # caller-side claim is checked below without the proxy, through a Python handle.
+    assert p99_router <= 0.100, f"429 p99 {p99_router * 1000:.0f} ms in the router"
 
 
 def test_overload_10x_through_a_handle_429_within_100ms(app):
