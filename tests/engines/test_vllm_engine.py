@@ -303,28 +303,6 @@ def test_too_long_prompts_raise_request_too_long(runner: Runner):
 
 
 @pytest.mark.vllm
-def test_a_dead_engine_core_raises_engine_dead(runner: Runner):
-    """Kills the engine-core and worker processes this module started (by PID), so it runs last:
-    vLLM notices the death, health checks and new requests raise EngineDeadError, and
-    stats report unhealthy. The module's teardown then checks shutdown of a dead engine."""
-    psutil = pytest.importorskip("psutil")
-    engine_procs = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
-    assert engine_procs, "no vLLM engine-core process found under this test process"
-    for proc in engine_procs:
-        proc.kill()
-
-    async def wait_until_unhealthy():
-        while runner.engine.stats().healthy:
-            await asyncio.sleep(0.1)
-
-    runner.run(wait_until_unhealthy(), timeout_s=30.0)
-    with pytest.raises(EngineDeadError):
-        runner.run(runner.engine.check_health())
-    with pytest.raises(EngineDeadError):
-        runner.collect(GenerateRequest("after-death", max_tokens=4, prompt=PROMPT))
-
-
-@pytest.mark.vllm
 def test_a_chat_reaches_vllm_as_exactly_the_chat_template(runner: Runner, tiny_model_dir):
     """The router renders the chat (serving/prepare.py + the model's tokenizer); what vLLM ran,
     as its RequestOutput reports it, is apply_chat_template(messages, add_generation_prompt=True),
@@ -361,3 +339,26 @@ def test_sampling_fields_pass_through_to_vllm(runner: Runner):
     )
     assert stopped[-1].finish_reason == "stop" and output_ids(stopped)[-1] == greedy[2]
     assert len(output_ids(stopped)) <= 3
+
+
+# Last in the module: it kills the module-scoped engine every test above shares.
+@pytest.mark.vllm
+def test_a_dead_engine_core_raises_engine_dead(runner: Runner):
+    """Kills the engine-core and worker processes this module started (by PID), so it runs last:
+    vLLM notices the death, health checks and new requests raise EngineDeadError, and
+    stats report unhealthy. The module's teardown then checks shutdown of a dead engine."""
+    psutil = pytest.importorskip("psutil")
+    engine_procs = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
+    assert engine_procs, "no vLLM engine-core process found under this test process"
+    for proc in engine_procs:
+        proc.kill()
+
+    async def wait_until_unhealthy():
+        while runner.engine.stats().healthy:
+            await asyncio.sleep(0.1)
+
+    runner.run(wait_until_unhealthy(), timeout_s=30.0)
+    with pytest.raises(EngineDeadError):
+        runner.run(runner.engine.check_health())
+    with pytest.raises(EngineDeadError):
+        runner.collect(GenerateRequest("after-death", max_tokens=4, prompt=PROMPT))
