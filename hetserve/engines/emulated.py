@@ -138,7 +138,9 @@ class EmulatedEngine(Engine):
         self._total_output_tokens = 0
         self._started_at_s: float | None = None
         self._task: asyncio.Task | None = None
-        self._wake: asyncio.Event | None = None
+        # Set when a request arrives; the loop sleeps on it when idle (an Event binds to the
+        # running loop only when first awaited, so it can be made here).
+        self._wake = asyncio.Event()
         self._dead: BaseException | None = None
 
     def set_speed_factor(self, factor: float) -> None:

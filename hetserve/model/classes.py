@@ -13,10 +13,10 @@ sim/class_bound.py. Plain Python + numpy; scipy (HiGHS) is imported where the LP
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hetserve.model.throughput import Workload, steady_state
 from hetserve.records import LatencyCoeffs
@@ -146,8 +146,8 @@ def model_class_rates(
     coeffs: LatencyCoeffs,
     kv_capacity_tokens: int,
     max_num_seqs: int,
-    mean_prompt_tokens: Sequence[float],
-    mean_output_tokens: Sequence[float],
+    mean_prompt_tokens: ArrayLike,
+    mean_output_tokens: ArrayLike,
 ) -> np.ndarray:
     """Saturated requests/s of one instance serving only class k, from the throughput model:
     the planner's batch rule (B = min(max_num_seqs, KV / (l_in + l_out))) and `steady_state`.
@@ -177,7 +177,7 @@ class ClassLP:
         return self.rates[j] / tot if tot > 0 else np.zeros_like(self.rates[j])
 
 
-def solve_class_lp(mu: np.ndarray, counts: Sequence[float], proportions: Sequence[float]) -> ClassLP:
+def solve_class_lp(mu: np.ndarray, counts: ArrayLike, proportions: ArrayLike) -> ClassLP:
     """max lambda  s.t.  sum_j mu[j,k] x[j,k] >= lambda p_k (every class),
     sum_k x[j,k] <= n_j (every configuration's time budget), x >= 0.
 
@@ -249,7 +249,7 @@ def _least_sorting(
     return np.maximum(res.x[:m].reshape(nj, nk), 0.0)
 
 
-def same_mix_rate(mu: np.ndarray, counts: Sequence[float], proportions: Sequence[float]) -> float:
+def same_mix_rate(mu: np.ndarray, counts: ArrayLike, proportions: ArrayLike) -> float:
     """The mix-average bound in the same fluid model: every instance serves the workload's mix,
     so one instance of j delivers 1 / sum_k p_k / mu[j,k] requests/s (time-sharing the classes)."""
     mu = np.asarray(mu, dtype=float)

@@ -16,13 +16,14 @@ cost that the roofline (with the type's fitted factors) keeps. No ray import.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hetserve.config import DTYPE_BYTES, AcceleratorSpec, ModelSpec
 from hetserve.records import LatencyCoeffs, LatencyProfile
@@ -110,10 +111,10 @@ def _weights(y: np.ndarray, relative: bool) -> np.ndarray:
 
 
 def fit_prefill(
-    num_tokens: Sequence[float],
-    times_s: Sequence[float],
+    num_tokens: ArrayLike,
+    times_s: ArrayLike,
     quadratic: bool = False,
-    num_seqs: Sequence[float] | None = None,
+    num_seqs: ArrayLike | None = None,
     relative: bool = True,
 ) -> tuple[float, float, float]:
     """Least squares T_p(N) = a_p*N (+ q_p*sum_i l_i^2) + b_p; returns (a_p, q_p, b_p).
@@ -134,9 +135,9 @@ def fit_prefill(
 
 
 def fit_decode(
-    num_seqs: Sequence[float],
-    num_context_tokens: Sequence[float],
-    times_s: Sequence[float],
+    num_seqs: ArrayLike,
+    num_context_tokens: ArrayLike,
+    times_s: ArrayLike,
     relative: bool = True,
     c_d: float | None = None,
 ) -> tuple[float, float, float]:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from enum import Enum
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hetserve.cluster import Cluster
 from hetserve.config import ConfigError
@@ -87,7 +88,7 @@ def search_plan(
     latency_model: LatencyModel | None = None,
     target_output_tokens_per_s: float | None = None,
     mixed_partitions: bool = False,
-    requests: tuple[Sequence[int], Sequence[int]] | None = None,
+    requests: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> Plan:
     """Choose, for every node, how to split it into engine instances (or to leave it idle).
 

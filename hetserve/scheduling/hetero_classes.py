@@ -76,7 +76,8 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         self.table = table
         self.resolve_every = resolve_every
         self.overflow = overflow
-        self._mix = None if table is None else np.asarray(table.proportions, dtype=float).copy()
+        # The observed class mix (EWMA of class indicators); empty without a table.
+        self._mix: np.ndarray = np.zeros(0) if table is None else np.asarray(table.proportions, dtype=float).copy()
         self._share: np.ndarray | None = None
         self._share_key: tuple[int, ...] | None = None
         self._since = 0
@@ -100,7 +101,7 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         keep = counts > 0
         self._share = np.zeros_like(self.table.requests_per_s)
         if keep.any():
-            mix = np.maximum(self._mix, 1e-9)  # type: ignore[arg-type]
+            mix = np.maximum(self._mix, 1e-9)
             lp = solve_class_lp(self.table.requests_per_s[keep], counts[keep], mix)
             self._share[keep] = lp.share
         self._share_key = tuple(int(c) for c in counts)
@@ -113,8 +114,8 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         if table is None:
             return super().choose(request, instances, now_s)
         k = table.class_of(request)
-        self._mix *= 1.0 - MIX_ALPHA  # type: ignore[operator]
-        self._mix[k] += MIX_ALPHA  # type: ignore[index]
+        self._mix *= 1.0 - MIX_ALPHA
+        self._mix[k] += MIX_ALPHA
         self._since += 1
         counts = tuple(sum(1 for v in instances if v.deployment == d) for d in table.deployments)
         if self._share is None or self._since >= self.resolve_every or counts != self._share_key:

@@ -33,7 +33,7 @@ def stats_from_routing(routing_stats: dict[str, Any]) -> InstanceStats | None:
 class InstanceServer:
     """A Serve replica running one engine on the accelerators its deployment reserved."""
 
-    async def __init__(self, engine: str, spec: EngineSpec, stream_interval_s: float = 0.05):
+    async def __init__(self, engine: str, spec: EngineSpec, stream_interval_s: float = 0.05):  # type: ignore[misc]  # Serve awaits an async constructor
         """`engine`: "emulated" or "vllm"; `spec`: the plan's deployment record plus runtime knobs;
         `stream_interval_s`: see `generate`."""
         self._spec = spec

@@ -6,7 +6,7 @@ Ray; `from_exception` unwraps them and maps each class to a status code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hetserve.engines.base import EngineDeadError, EngineError, RequestTooLongError, UnsupportedParameterError
@@ -79,7 +79,7 @@ def from_exception(exc: BaseException) -> RequestError:
     return RequestError(500, f"internal error: {type(cause).__name__}: {cause}", type="internal_error")
 
 
-def from_validation_errors(errors: Iterable[dict[str, Any]], drop_prefix: str | None = None) -> RequestError:
+def from_validation_errors(errors: Iterable[Mapping[str, Any]], drop_prefix: str | None = None) -> RequestError:
     """A 400 naming every invalid field by its pydantic `loc` (e.g. `body.max_tokens`) and value."""
     parts, first_param = [], None
     for err in errors:

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,7 +207,7 @@ class RouterServer:
     HTTP routes are the `http_*` methods; `generate` / `generate_stream` serve Python handles.
     """
 
-    async def __init__(self, spec: RouterSpec, instances: dict[str, DeploymentHandle]):
+    async def __init__(self, spec: RouterSpec, instances: dict[str, DeploymentHandle]):  # type: ignore[misc]  # Serve awaits an async constructor
         self._spec = spec
         tokenizer = None
         if spec.tokenizer_path:
@@ -470,7 +470,7 @@ class RouterServer:
 
     async def _attempt(
         self, prepared: Prepared, instance_id: str, arrival_s: float, buffered: bool = False
-    ) -> AsyncIterator[TokenChunk]:
+    ) -> AsyncGenerator[TokenChunk, None]:
         """One try on `instance_id` (already dispatched in the tracker): stream its chunks.
         Failures of the instance become _InstanceFailure (after updating its health)."""
         req = prepared.request
@@ -589,7 +589,7 @@ class RouterServer:
         lp = chat_logprobs(logprobs) if wants_lp else None
         return chat_response(rid, model, text, finish, usage, prepared.created, lp, extra, choice_extra)
 
-    async def _chunk_dicts(self, prepared: Prepared) -> AsyncIterator[dict[str, Any]]:
+    async def _chunk_dicts(self, prepared: Prepared) -> AsyncGenerator[dict[str, Any], None]:
         """OpenAI stream chunks; a chat stream carries the assistant role in its first chunk."""
         rid, model, created = prepared.request.request_id, self._spec.model, prepared.created
         num_out, num_prompt, first, offset = 0, prepared.num_prompt_tokens, True, 0
@@ -610,9 +610,10 @@ class RouterServer:
             first = False
         if prepared.include_usage:
             usage = Usage.of(num_prompt, num_out)
-            make = completion_chunk if prepared.kind == "completion" else chat_chunk
-            empty = "" if prepared.kind == "completion" else {}
-            yield make(rid, model, created, empty, None, usage=usage, with_choice=False)
+            if prepared.kind == "completion":
+                yield completion_chunk(rid, model, created, "", None, usage=usage, with_choice=False)
+            else:
+                yield chat_chunk(rid, model, created, {}, None, usage=usage, with_choice=False)
 
     async def _sse(self, prepared: Prepared) -> StreamingResponse | JSONResponse:
         """Server-sent events. The first chunk is awaited before answering, so refusals and
