@@ -406,6 +406,14 @@ def write_md(
         L.append(_sim_section(sims, rows))
     if joint:
         L.append(_joint_section(joint))
+    L.append("## Not measured here\n")
+    L.append(
+        "- The live comparison on an emulated cluster (benchmarks/live_serving.py's closed loop): not run. The live "
+        "router builds its policy by name, and `hetero_classes` built by name has no `ClassTable`, so it would be "
+        "hetero there; passing the table from the plan to the router is not wired.\n"
+        "- Pairs listed in the script but missing from the tables did not finish on the shared machine in time "
+        "(each pair took 15-30 min wall at a load average of 40-60 on 2 cores); rerun the script to fill them.\n"
+    )
     for r in rows:
         o = r["oracle"]
         L.append(f"## {r['cluster']} / {r['workload']}\n")
