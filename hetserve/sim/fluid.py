@@ -8,7 +8,8 @@ request was admitted). Sampling is cheaper but noisy: with the traces' heavy-tai
 lengths the mean output of 2,000 requests is off by ~3%, and output tokens/s with it. The
 bound is the sum over the cluster's instances. It bounds every policy that gives each instance a
 share of the same request mix; a policy that sorted requests by shape onto the instances whose
-prefill/decode speed ratio favours them could in principle beat it (none here does).
+prefill/decode speed ratio favours them can beat it: sim/class_bound.py measures that class-aware
+bound and `hetero_classes` routes for it.
 Plain Python, no ray.
 """
 
