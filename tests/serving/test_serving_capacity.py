@@ -20,6 +20,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from serving_helpers import deployed, require_resources  # noqa: E402
+
 from hetserve.app import load_app_args  # noqa: E402
 from hetserve.cluster import load_cluster  # noqa: E402
 from hetserve.model import LatencyModel, memory_fit  # noqa: E402
@@ -28,7 +30,6 @@ from hetserve.serving.builder import build_application  # noqa: E402
 from hetserve.sim import InstanceSpec, SimRequests  # noqa: E402
 from hetserve.sim.fluid import saturated_capacity  # noqa: E402
 from hetserve.sim.instances import scale_coeffs  # noqa: E402
-from serving_helpers import deployed, require_resources  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
