@@ -152,8 +152,10 @@ def model_class_rates(
     """Saturated requests/s of one instance serving only class k, from the throughput model:
     the planner's batch rule (B = min(max_num_seqs, KV / (l_in + l_out))) and `steady_state`.
     The class's KV footprint enters through B: a long class fits fewer sequences in the cache."""
-    out = np.zeros(len(mean_prompt_tokens))
-    for k, (l_in, l_out) in enumerate(zip(mean_prompt_tokens, mean_output_tokens, strict=True)):
+    prompts = np.asarray(mean_prompt_tokens, dtype=float)
+    outputs = np.asarray(mean_output_tokens, dtype=float)
+    out = np.zeros(len(prompts))
+    for k, (l_in, l_out) in enumerate(zip(prompts.tolist(), outputs.tolist(), strict=True)):
         b = max(1, min(max_num_seqs, math.floor(kv_capacity_tokens / max(l_in + l_out, 1.0))))
         wl = Workload(float(l_in), float(max(l_out, 1.0)), int(l_in + l_out))
         out[k] = steady_state(coeffs, b, wl).requests_per_s
