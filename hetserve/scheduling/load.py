@@ -65,7 +65,7 @@ class _Flight:
 
 
 @dataclass(slots=True)
-class _Instance:
+class _TrackedInstance:
     view: InstanceView
     seed_tokens_per_s: float
     max_num_seqs: int | None = None
@@ -150,8 +150,8 @@ class LoadTracker:
         self.prefill_weight = DEFAULT_PREFILL_WEIGHT if prefill_weight is None else float(prefill_weight)
         self.mean_output_tokens = float(default_output_tokens)
         self._mean_work = self.prefill_weight * 1024 + self.mean_output_tokens  # refined by dispatches
-        self._instances: dict[str, _Instance] = {}
-        self._order: list[_Instance] = []  # sorted by instance_id
+        self._instances: dict[str, _TrackedInstance] = {}
+        self._order: list[_TrackedInstance] = []  # sorted by instance_id
         self._flights: dict[str, _Flight] = {}
         self._last_reconcile_s: dict[str, float] = {}
         self.learn_capacity = learn_capacity
@@ -198,7 +198,7 @@ class LoadTracker:
             mean_output_tokens=self.mean_output_tokens,
         )
         view.batch_slots = int(max_num_seqs or 0)
-        inst = _Instance(view, float(predicted_tokens_per_s), max_num_seqs, prior=coeffs)
+        inst = _TrackedInstance(view, float(predicted_tokens_per_s), max_num_seqs, prior=coeffs)
         if coeffs is not None and self.learn_capacity:
             from hetserve.model.online_fit import OnlineFit
 
@@ -358,7 +358,9 @@ class LoadTracker:
         elif self.learn_capacity:  # no coefficients: the saturated-stretch rule
             self._update_capacity(inst, stats, now_s, prev_s)
 
-    def _reconcile_ids(self, instance_id: str, inst: _Instance, held_ids: Iterable[str], report_s: float) -> None:
+    def _reconcile_ids(
+        self, instance_id: str, inst: _TrackedInstance, held_ids: Iterable[str], report_s: float
+    ) -> None:
         held = set(held_ids)
         cutoff = report_s - self.report_grace_s
         lost = [
@@ -371,7 +373,7 @@ class LoadTracker:
         flights, done = self._flights, self._recent_done
         inst.num_external = sum(1 for rid in held if rid not in flights and rid not in done)
 
-    def _reconcile_counts(self, instance_id: str, inst: _Instance, on_engine: int, report_s: float) -> None:
+    def _reconcile_counts(self, instance_id: str, inst: _TrackedInstance, on_engine: int, report_s: float) -> None:
         cutoff = report_s - self.report_grace_s
         old = sorted(
             (f.dispatch_s, rid)
@@ -411,7 +413,9 @@ class LoadTracker:
         out["mix_mean_output_tokens"] = self.mix_output_tokens
         return out
 
-    def _update_capacity(self, inst: _Instance, stats: InstanceStats, now_s: float, prev_s: float | None) -> None:
+    def _update_capacity(
+        self, inst: _TrackedInstance, stats: InstanceStats, now_s: float, prev_s: float | None
+    ) -> None:
         """The saturated-stretch rule of the class docstring."""
         total = int(stats.total_output_tokens)
         inst.has_counter = inst.has_counter or total > 0
@@ -490,7 +494,7 @@ class LoadTracker:
             tok = max(inst.estimate.tokens_per_s, 1e-9)
             inst.ratio = tok / inst.seed_tokens_per_s
 
-    def _get(self, instance_id: str) -> _Instance:
+    def _get(self, instance_id: str) -> _TrackedInstance:
         try:
             return self._instances[instance_id]
         except KeyError:
