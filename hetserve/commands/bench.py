@@ -178,11 +178,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args, cluster, instances, requests, policies, loads, scales, slo) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from hetserve.bench.clients import HttpClient
     from hetserve.bench.run import offered_points, predict, run_bench
+    from hetserve.commands.progress import progress_bar
 
     config = SimConfig()
     bound, points = offered_points(instances, requests, loads, scales, config)
@@ -205,15 +203,7 @@ async def _run(args, cluster, instances, requests, policies, loads, scales, slo)
         client, use_policy = await _deployed_client(args, cluster, time_scale)
 
     show = not args.no_progress and sys.stderr.isatty()
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not show,
-    )
+    progress = progress_bar(show)
     state: dict[str, Any] = {"task": None}
     wall: list[float] = []
 

@@ -256,18 +256,11 @@ def run(args: argparse.Namespace) -> int:
     wall: list[float] = []
     events: list[int] = []
     show = not args.no_progress and sys.stderr.isatty()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+    from rich.progress import TaskID
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not show,
-    )
+    from hetserve.commands.progress import progress_bar
+
+    progress = progress_bar(show)
     task_ids: list[TaskID] = []  # the task of the run in progress
     started: list[float] = []
 
