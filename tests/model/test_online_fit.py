@@ -132,3 +132,24 @@ def test_prior_regularisation_pulls_toward_the_prior_only_where_data_is_silent()
     w = np.ones(2)
     sol = latency.fit_nonneg(x, y, w, prior=np.array([1.0, 5.0]), prior_weight=np.array([1e-6, 1.0]))
     assert sol[0] == pytest.approx(2.0, rel=1e-4) and sol[1] == pytest.approx(5.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("true_factor", [1 / 3, 3.0])
+def test_speed_vs_plan_is_recovered_from_steps_priced_as_the_engine_prices_them(true_factor):
+    """Steps priced by the engines' own step function (one pass for a mixed step): the fitted
+    speed against the plan is still the true factor within 10%. (Live, the emulated L4 read 2.69
+    for 3x and 0.272 for 1/3 after the merge with the chunked-prefill step; that bias is not
+    reproduced by these synthetic steps and is open in issue 8.)"""
+    from hetserve.engines.batching import step_time_s
+
+    true = scaled(TRUE, true_factor)
+    rng = np.random.default_rng(0)
+    acc = StepAccumulator()
+    for _ in range(400):
+        b = int(rng.integers(1, 48))
+        ctx = int(b * rng.integers(100, 2000))
+        pre = int(rng.integers(50, 3000)) if rng.random() < 0.3 else 0
+        acc.add_step(pre, b, ctx, step_time_s(true, pre, pre * pre, b, ctx))
+    fit = OnlineFit(TRUE)
+    assert fit.update(acc.totals())
+    assert fit.speed == pytest.approx(true_factor, rel=0.1)
