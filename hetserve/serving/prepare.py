@@ -13,7 +13,7 @@ one (pure emulation) text prompts keep the 4-characters-per-token estimate.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -121,9 +121,30 @@ class RequestPreparer:
         prompt: str | None,
         prompt_token_ids: tuple[int, ...] | None,
     ) -> Prepared:
-        prepared = _prepared(kind, body, request_id, max_tokens, num_prompt_tokens, prompt, prompt_token_ids)
+        """The GenerateRequest both kinds share: the prompt, plus the sampling fields of the body;
+        with a detokenizer when the instances stream ids only."""
+        req = GenerateRequest(
+            request_id=request_id,
+            max_tokens=max_tokens,
+            prompt=prompt,
+            prompt_token_ids=prompt_token_ids,
+            num_prompt_tokens=num_prompt_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=body.seed,
+            stop=body.stop_strings,
+            ignore_eos=body.ignore_eos,
+            stop_token_ids=tuple(body.stop_token_ids or ()),
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            min_tokens=body.min_tokens,
+            allowed_token_ids=tuple(body.allowed_token_ids or ()),
+            logprobs=body.num_logprobs,
+        )
         detok = self.tokenizer.detokenizer() if self.detokenize and self.tokenizer is not None else None
-        return replace(prepared, detokenizer=detok, return_token_ids=body.return_token_ids)
+        return Prepared(
+            kind, req, num_prompt_tokens, body.include_usage, int(time.time()), detok, body.return_token_ids
+        )
 
     def _check_ids(self, ids: list[int], param: str) -> None:
         too_big = [t for t in ids if t >= self.vocab_size]
@@ -185,34 +206,3 @@ class RequestPreparer:
                 param="prompt",
                 code="context_length_exceeded",
             )
-
-
-def _prepared(
-    kind: str,
-    body: CompletionRequest | ChatCompletionRequest,
-    request_id: str,
-    max_tokens: int,
-    num_prompt_tokens: int,
-    prompt: str | None,
-    prompt_token_ids: tuple[int, ...] | None,
-) -> Prepared:
-    """The GenerateRequest both kinds share: the prompt, plus the sampling fields of the body."""
-    req = GenerateRequest(
-        request_id=request_id,
-        max_tokens=max_tokens,
-        prompt=prompt,
-        prompt_token_ids=prompt_token_ids,
-        num_prompt_tokens=num_prompt_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        seed=body.seed,
-        stop=body.stop_strings,
-        ignore_eos=body.ignore_eos,
-        stop_token_ids=tuple(body.stop_token_ids or ()),
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        min_tokens=body.min_tokens,
-        allowed_token_ids=tuple(body.allowed_token_ids or ()),
-        logprobs=body.num_logprobs,
-    )
-    return Prepared(kind, req, num_prompt_tokens, body.include_usage, int(time.time()))
