@@ -419,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     pngs = plot(samples, args.png_prefix, f"soak {cluster.name} @ {args.load:.0%} of bound")
     summary["pngs"] = [Path(p).name for p in pngs]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (HERE / "soak_summary.json").write_text(json.dumps(summary, indent=2))  # read by reliability.py
     log(json.dumps(summary, indent=2))
     return 0
 

@@ -15,9 +15,6 @@ PORT=${HETSERVE_HTTP_PORT:-8000}
 STATE_FILE=${HETSERVE_STATE_FILE:-$HOME/.hetserve/local_cluster.json}
 CLUSTER=${HETSERVE_CLUSTER:-cluster_configs/laptop.yaml}
 TIMEOUT_S=${HETSERVE_DEMO_TIMEOUT_S:-300}
-# Ray 2.60 switches token auth on when ~/.ray/auth_token exists; the local cluster runs without.
-export RAY_AUTH_MODE=disabled
-
 echo "== installing into .venv (emulated engines only: no vLLM)"
 HETSERVE_SKIP_VLLM=1 bash scripts/install.sh
 BIN=$PWD/.venv/bin
@@ -29,7 +26,9 @@ else
   "$BIN/hetserve" cluster up "$CLUSTER" --state-file "$STATE_FILE"
 fi
 "$BIN/hetserve" cluster status --state-file "$STATE_FILE"
-ADDRESS=$("$BIN/python" -c "import sys; from hetserve.localcluster import load_local_cluster; print(load_local_cluster(sys.argv[1]).address)" "$STATE_FILE")
+# RAY_ADDRESS and Ray's token auth settings (the cluster's Ray ports are locked with a token).
+eval "$("$BIN/hetserve" cluster env --state-file "$STATE_FILE")"
+ADDRESS=$RAY_ADDRESS
 DASHBOARD=$("$BIN/python" -c "import sys; from hetserve.localcluster import load_local_cluster; print(load_local_cluster(sys.argv[1]).dashboard_url or 'off (cluster up --no-dashboard)')" "$STATE_FILE")
 
 echo "== serving hetserve.app:build on $ADDRESS, HTTP on 127.0.0.1:$PORT"
@@ -56,7 +55,9 @@ curl -s "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/js
 cat <<EOF
 
 hetserve is serving on http://127.0.0.1:$PORT (Ray cluster $ADDRESS).
-Ray dashboard: $DASHBOARD  (Serve tab: one deployment per planned configuration + the router)
+Ray dashboard: $DASHBOARD  (Serve tab: one deployment per planned configuration + the router;
+  it asks once for the Ray token: the contents of ${RAY_AUTH_TOKEN_PATH:-(auth off)})
+Ray clients (serve, ray, python): eval "\$($BIN/hetserve cluster env --state-file $STATE_FILE)"
   curl localhost:$PORT/v1/completions -H 'Content-Type: application/json' -d '$REQUEST'
   curl localhost:$PORT/v1/hetserve/instances     # per instance: accelerator, capacity, outstanding work, KV
   curl localhost:$PORT/v1/hetserve/plan          # the deployment plan

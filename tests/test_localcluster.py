@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -273,3 +274,54 @@ def test_stop_kills_exactly_the_recorded_processes(local_cluster, ray_mod, tmp_p
         assert set(node.pids) <= set(after[node.name]), node.name
     alive = [n for n in ray_mod.nodes() if n["Alive"]]
     assert len(alive) == len(local_cluster.nodes) + 1
+
+
+_CONNECT = """
+import sys, ray
+try:
+    ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+    print("T4 resources:", ray.cluster_resources().get(sys.argv[2], 0))
+except Exception as exc:
+    print("refused:", type(exc).__name__, str(exc).splitlines()[0][:200])
+    sys.exit(3)
+"""
+
+
+def _connect(address: str, resource: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    child = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    return subprocess.run(
+        [sys.executable, "-c", _CONNECT, address, resource],
+        env={**child, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.ray
+@linux_only
+def test_token_auth_locks_the_ray_ports(tmp_path):
+    """With auth on (`hetserve cluster up`'s default), a client without the cluster's token is
+    refused and one with `client_env()` connects; the token file is its owner's only."""
+    path = _write_cluster(tmp_path, "  - {name: t4-auth, accelerator: T4, count: 1}\n")
+    ray_temp = f"/tmp/hs-a{os.getpid()}"
+    try:
+        cluster = start_local_cluster(
+            path, state_dir=tmp_path / "state", ray_temp_dir=ray_temp, head_num_cpus=1, dashboard=False, auth=True
+        )
+        token_file = Path(cluster.auth_token_path or "")
+        assert token_file.is_file() and (token_file.stat().st_mode & 0o777) == 0o600
+        env = cluster.client_env()
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == str(token_file)
+        assert load_local_cluster(cluster.state_file) == cluster
+
+        resource = ray_resource_name("T4")
+        wrong = _connect(cluster.address, resource, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64})
+        assert wrong.returncode == 3, wrong.stdout + wrong.stderr[-2000:]
+        none = _connect(cluster.address, resource, {"RAY_AUTH_MODE": "disabled"})
+        assert none.returncode == 3, none.stdout + none.stderr[-2000:]
+        right = _connect(cluster.address, resource, env)
+        assert right.returncode == 0 and "T4 resources: 1" in right.stdout, right.stdout + right.stderr[-2000:]
+    finally:
+        stop_local_cluster(tmp_path / "state" / "local_cluster.json")
+        subprocess.run(["rm", "-rf", ray_temp], check=False)

@@ -1,4 +1,4 @@
-"""`hetserve cluster up|down|status`: a local emulated heterogeneous Ray cluster on this machine.
+"""`hetserve cluster up|down|status|env`: a local emulated heterogeneous Ray cluster on this machine.
 
 A thin shell over hetserve.localcluster; no ray import.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from hetserve.localcluster import (
@@ -52,6 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     up.add_argument("--dashboard-port", type=int, default=None, help="dashboard port (default: a free one)")
     up.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default loopback only)")
+    up.add_argument(
+        "--auth",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="lock the Ray ports with Ray's token auth (default; Ray 2.60 cannot bind them to loopback). "
+        'Clients take the token from `eval "$(hetserve cluster env)"`; --no-auth: open ports, no token',
+    )
     up.add_argument("--json", action="store_true", help="print the recorded state as JSON")
     up.set_defaults(func=_up)
 
@@ -65,6 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print as JSON")
     status.set_defaults(func=_status)
 
+    env = sub.add_parser(
+        "env", help='`export` lines a Ray client needs for the cluster: eval "$(hetserve cluster env)"'
+    )
+    env.add_argument("--state-file", type=Path, default=None, help=state_help)
+    env.set_defaults(func=_env)
+
 
 def _up(args: argparse.Namespace) -> int:
     cluster = start_local_cluster(
@@ -77,6 +91,7 @@ def _up(args: argparse.Namespace) -> int:
         dashboard=args.dashboard,
         dashboard_port=args.dashboard_port,
         dashboard_host=args.dashboard_host,
+        auth=args.auth,
     )
     if args.json:
         print(json.dumps(cluster.to_json(), indent=2))
@@ -90,10 +105,29 @@ def _up(args: argparse.Namespace) -> int:
     if cluster.dashboard_url:
         print(f"Ray dashboard: {cluster.dashboard_url}  (Serve tab: deployments and replicas; Metrics tab)")
     print(f"state: {cluster.state_file}")
+    if cluster.auth_token_path:
+        print(f"Ray token auth: on (token file {cluster.auth_token_path}; the dashboard asks for it once)")
+    else:
+        print("Ray token auth: OFF (--no-auth): anyone who reaches this host's Ray ports can run code on it")
     print("serve the app on it (one HTTP proxy, on the head: every node shares this host's port):")
-    print(f"  export RAY_ADDRESS={cluster.address}")
+    for line in _export_lines(cluster.client_env()):
+        print(f"  {line}")
     print("  serve start --proxy-location HeadOnly && serve run hetserve.app:build")
     print(f"stop it: {down}")
+    return 0
+
+
+def _export_lines(env: dict[str, str]) -> list[str]:
+    return [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+
+
+def _env(args: argparse.Namespace) -> int:
+    path = args.state_file or default_state_file()
+    cluster = load_local_cluster(path)
+    if cluster is None:
+        print(f"# no local cluster recorded in {path}")
+        return 1
+    print("\n".join(_export_lines(cluster.client_env())))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import time
@@ -85,6 +86,7 @@ def _start_once(
     object_store_memory_bytes: int = DEFAULT_OBJECT_STORE_BYTES,
     timeout_s: float = 120.0,
     max_nodes: int = MAX_LOCAL_NODES,
+    auth: bool = False,
 ) -> LocalCluster:
     """Start a head node and one worker node per cluster node; record them in a state file.
 
@@ -95,6 +97,14 @@ def _start_once(
     max(4, 2·count), enough for one replica per accelerator plus Serve's own actors.
     The Ray dashboard (and its Serve REST API) starts on the head by default, on `dashboard_host`
     (loopback: reach it from elsewhere through an SSH tunnel, not an open port).
+
+    `auth=True` locks the Ray ports with Ray's token authentication: Ray 2.60 cannot bind its
+    GCS, raylets and workers to the loopback address (`ray start` rewrites 127.0.0.1 to the host's
+    routable address, and they listen on every interface), so on a shared host anyone who can
+    reach a port could otherwise submit code. A fresh 256-bit token goes to
+    `<state dir>/ray_auth_token` (mode 0600); every node gets it, and clients get it from
+    `LocalCluster.client_env()` (`hetserve cluster up` prints it). `hetserve cluster up` turns
+    this on by default; programmatic callers (tests, benchmarks) opt in.
 
     Args:
         state_dir: where the state file (`local_cluster.json`) and the nodes' logs (`logs/`) go;
@@ -142,6 +152,9 @@ def _start_once(
 
     ray_exe = _ray_executable()
     env = _child_env()
+    token_path = _write_auth_token(state_root / "ray_auth_token") if auth else None
+    if token_path is not None:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
     ports = _PortPicker()
     gcs_port = port or ports.pick()
     if ray_temp_dir is not None:
@@ -230,9 +243,20 @@ def _start_once(
         ray_temp_dir=str(temp_root),
         dashboard_url=f"http://{dashboard_host}:{dash_port}" if dashboard else None,
         startup_s=round(time.monotonic() - t0, 3),
+        auth_token_path=str(token_path) if token_path is not None else None,
     )
     write_local_cluster(result, state_file)
     return result
+
+
+def _write_auth_token(path: Path) -> Path:
+    """A fresh token for this cluster, readable by its owner only (created 0600, never widened)."""
+    path = path.absolute()
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return path
 
 
 def _spawn_head(

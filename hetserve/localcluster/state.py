@@ -60,6 +60,17 @@ class LocalCluster:
     dashboard_url: str | None
     startup_s: float
     started_at: float = field(default_factory=time.time)
+    auth_token_path: str | None = None  # Ray token auth on: the token file (0600); None: auth off
+
+    def client_env(self) -> dict[str, str]:
+        """Environment a Ray client (driver, `serve run`, the dashboard's CLI) needs for this
+        cluster: its address, and Ray's token auth settings when the cluster was started with it."""
+        env = {"RAY_ADDRESS": self.address}
+        if self.auth_token_path:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.auth_token_path)
+        else:
+            env["RAY_AUTH_MODE"] = "disabled"
+        return env
 
     @property
     def metrics_export_port(self) -> int:
@@ -118,6 +129,7 @@ class LocalCluster:
             dashboard_url=data.get("dashboard_url"),
             startup_s=data["startup_s"],
             started_at=data["started_at"],
+            auth_token_path=data.get("auth_token_path"),
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
+aiohttp = pytest.importorskip("aiohttp")
 import requests  # noqa: E402
 from serving_helpers import deployed, require_resources  # noqa: E402
 
@@ -60,7 +62,10 @@ def app(serve_url, tmp_path_factory):
             "time_scale": TIME_SCALE,
             "stats_period_s": 0.5,
             "router_replicas": 1,
-            "max_queue_requests": QUEUE,
+            # The two knobs switch the features under test off for a one-off check that the tests
+            # can fail: HETSERVE_TEST_MAX_TRIES=1 (no retries), HETSERVE_TEST_MAX_QUEUE=100000 (no 429s).
+            "max_queue_requests": int(os.environ.get("HETSERVE_TEST_MAX_QUEUE", QUEUE)),
+            "max_tries": int(os.environ.get("HETSERVE_TEST_MAX_TRIES", 3)),
             "api_key_file": str(tmp / "keys"),
             "max_body_bytes": 256 * 1024,
             "breaker_open_s": 2.0,
@@ -289,16 +294,21 @@ def test_overload_10x_gets_fast_429s_and_recovers(app):
     rss_before = _router(base)["rss_bytes"]
 
     async def overload() -> list[tuple[int, float, float, dict, dict]]:
-        limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
-        async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        # aiohttp, not httpx: at 10x overload an httpx client's own event loop is slow enough on
+        # this machine to add its own tail to what is timed.
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=300)
+        ) as session:
 
             async def one(i: int, delay_s: float):
                 await asyncio.sleep(delay_s)
                 body = {"model": MODEL, "prompt": f"overload {i} " * 8, "max_tokens": 64}
                 t0 = time.perf_counter()
-                r = await client.post(f"{base}/v1/completions", json=body, headers=AUTH)
-                router_ms = float(r.headers.get("server-timing", "router;dur=nan").split("dur=")[1])
-                return r.status_code, time.perf_counter() - t0, router_ms / 1000, r.json(), dict(r.headers)
+                async with session.post(f"{base}/v1/completions", json=body, headers=AUTH) as r:
+                    payload = await r.json()
+                    elapsed_s = time.perf_counter() - t0
+                    router_ms = float(r.headers.get("server-timing", "router;dur=nan").split("dur=")[1])
+                    return r.status, elapsed_s, router_ms / 1000, payload, {k.lower(): v for k, v in r.headers.items()}
 
             arrivals = np.cumsum(np.random.default_rng(0).exponential(1 / rate, n))
             return await asyncio.gather(*(one(i, float(t)) for i, t in enumerate(arrivals)))
@@ -333,18 +343,11 @@ def test_overload_10x_gets_fast_429s_and_recovers(app):
     assert stats["queue_length"] == 0 and stats["in_flight"] == 0, stats
     r = _post(base, {"model": MODEL, "prompt": "back to normal", "max_tokens": 8}, timeout=60)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 8
-    # The router answers its part fast (Server-Timing: from its door, before the body is parsed,
-    # to its answer). At the client, Serve's HTTP proxy adds its own queueing: on this shared
-    # 2-core machine it is CPU-starved under a 75 req/s burst (benchmarks/reliability.md), so the
-    # caller-side claim is checked below without the proxy, through a Python handle.
-    assert p99_router <= 0.100, f"429 p99 {p99_router * 1000:.0f} ms in the router"
+    # At the client: the whole answer, through Serve's HTTP proxy. Server-Timing (from the
+    # router's door, before the body is parsed, to its answer) says how much of it is the router.
+    assert p99 <= 0.100, f"429 p99 {p99 * 1000:.0f} ms at the client ({p99_router * 1000:.0f} ms in the router)"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (issue 9): 429 p99 at a handle caller measured 147-384 ms on this 2-core machine "
-    "(target 100 ms); the router's event loop is busy with the admitted requests' chunks",
-)
 def test_overload_10x_through_a_handle_429_within_100ms(app):
     """The same 10x overload from a Python handle (no HTTP proxy in the way): every refusal
     reaches the caller as a RequestError 429 within 100 ms at p99, the rest complete."""
