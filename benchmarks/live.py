@@ -221,7 +221,7 @@ def write_report(args, argv, results, wall_min, load_avg) -> None:
         "# Live open-loop benchmark: the Azure conversation trace on emulated paper-shaped clusters",
         "",
         f"Command: `{cmd}` ({wall_min:.0f} min wall). Machine: {platform.machine()}, {os.cpu_count()} logical "
-        f"CPUs **shared with five other agents' work** (load average at the end {load_avg[0]:.1f} / "
+        f"CPUs (load average at the end; above 2 means other work on the machine shared them: {load_avg[0]:.1f} / "
         f"{load_avg[1]:.1f} / {load_avg[2]:.1f}). Emulated engines, the router, Serve and the replayer all "
         "share those CPUs: when they are short, the engines step late against their latency model and the "
         "router forwards late, so live throughput falls below the simulator's and latencies rise; every policy "

@@ -314,7 +314,7 @@ def write_report(args, argv, rows, scale, decisions, wall_min, load_avg) -> None
         "# Router cost and scale: hetserve's router path against a bare Serve two-hop chain",
         "",
         f"Command: `{cmd}` ({wall_min:.1f} min wall). Machine: {platform.machine()}, {os.cpu_count()} logical "
-        f"CPUs **shared with five other agents' work** (load average at the end {load_avg[0]:.1f} / "
+        f"CPUs (load average at the end; above 2 means other work on the machine shared them: {load_avg[0]:.1f} / "
         f"{load_avg[1]:.1f} / {load_avg[2]:.1f}): absolute figures are noisy and low; every path ran in this "
         "one run, on one cluster, one after another, so the ratios are the comparable figures.",
         "",
