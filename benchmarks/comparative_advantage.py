@@ -75,6 +75,14 @@ PAIRS = [  # in priority order (the script records each pair as it completes)
     Pair("cluster_configs/paper_npu.yaml", "synthetic:bimodal"),
     Pair("cluster_configs/paper_mixed.yaml", "synthetic:wide"),
     Pair("benchmarks/clusters/mixed_long.yaml", "azure-conv"),
+    # The rest of every shipped cluster x held-in trace (round 2).
+    Pair("cluster_configs/laptop.yaml", "azure-conv"),
+    Pair("cluster_configs/laptop.yaml", "azure-code"),
+    Pair("cluster_configs/laptop.yaml", "mooncake-conv"),
+    Pair("cluster_configs/paper_npu.yaml", "mooncake-conv"),
+    Pair("benchmarks/clusters/mixed_long.yaml", "azure-code"),
+    Pair("cluster_configs/large.yaml", "azure-code"),
+    Pair("cluster_configs/large.yaml", "mooncake-conv"),
 ]
 
 WORKLOAD_NOTES = {
@@ -188,7 +196,14 @@ def run_sim(row: dict) -> dict:
     base = workload(row["workload"], cluster)
     route = routable_classes(base)
     q, o = row["routable"], row["oracle"]
-    table = ClassTable(route, tuple(q["configs"]), np.asarray(q["mu_sim"]), np.asarray(q["proportions"]))
+    table = ClassTable(
+        route,
+        tuple(q["configs"]),
+        np.asarray(q["mu_sim"]),
+        np.asarray(q["proportions"]),
+        np.asarray(q["class_mean_prompt"]),
+        np.asarray(q["class_mean_output"]),
+    )
     mean_out = base.mean_output_tokens
     class_bound_rps = o["validated_out_tok_s"] / mean_out
     cfg = SimConfig()

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hetserve.records import DEFAULT_OUTPUT_TOKENS, RequestInfo
+from hetserve.records import DEFAULT_OUTPUT_TOKENS, LatencyCoeffs, RequestInfo
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
@@ -54,6 +54,10 @@ class InstanceView:
     batch_slots: the saturated batch (max_num_seqs, or fewer when the KV cache fills first for
         the current mix), as the load tracker's capacity model sizes it.
     first_token_s: time to first token once admitted, from the same (fitted) coefficients.
+    plan_coeffs, fitted_coeffs, max_num_seqs: the step-time coefficients C rests on (the plan's,
+        and the online fit's once the instance reported steps; None otherwise) and the engine's
+        batch limit, so that a policy pricing requests by class (hetero_classes) reads the same
+        measured speed as C rather than estimating another.
     """
 
     instance_id: str
@@ -73,6 +77,9 @@ class InstanceView:
     num_waiting: int = 0  # the engine's waiting queue at its last report
     batch_slots: int = 0  # sequences the instance runs at once for the current mix (0: unknown)
     first_token_s: float = 0.0  # prefill of a typical prompt + one full decode step (0: unknown)
+    plan_coeffs: LatencyCoeffs | None = None
+    fitted_coeffs: LatencyCoeffs | None = None
+    max_num_seqs: int = 0  # 0: unknown
 
     def can_hold(self, request: RequestInfo) -> bool:
         """KV filter: the request's prompt plus its max output must fit in an empty cache (a
