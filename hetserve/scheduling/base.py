@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hetserve.records import DEFAULT_OUTPUT_TOKENS, LatencyCoeffs, RequestInfo
+from hetserve.records import DEFAULT_OUTPUT_TOKENS, LatencyCoeffs, PlanClasses, RequestInfo
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
@@ -119,6 +119,12 @@ class SchedulingPolicy(abc.ABC):
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
 
+    @classmethod
+    def build(cls, seed: int = 0, classes: PlanClasses | None = None) -> SchedulingPolicy:
+        """The policy for a plan (`make_policy`): `classes` are the plan's request classes, which
+        only a class-aware policy reads."""
+        return cls(seed=seed)
+
     def select(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
         """Filter healthy instances that can hold the request, then ask the policy."""
         eligible = [v for v in instances if v.healthy and v.can_hold(request)]
@@ -151,8 +157,10 @@ def policy_names() -> list[str]:
     return sorted(SchedulingPolicy._registry)
 
 
-def make_policy(name: str, seed: int = 0) -> SchedulingPolicy:
+def make_policy(name: str, seed: int = 0, classes: PlanClasses | None = None) -> SchedulingPolicy:
+    """The policy registered as `name`; `classes`, the plan's request classes (`Plan.classes`),
+    give `hetero_classes` its table (without them it is hetero)."""
     names = policy_names()
     if name not in SchedulingPolicy._registry:
         raise ValueError(f"unknown scheduling policy {name!r}; known: {', '.join(names)}")
-    return SchedulingPolicy._registry[name](seed=seed)
+    return SchedulingPolicy._registry[name].build(seed, classes)

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hetserve.model.classes import RequestClasses, model_class_rates, solve_class_lp
-from hetserve.records import LatencyCoeffs, RequestInfo
+from hetserve.records import LatencyCoeffs, PlanClasses, RequestInfo
 from hetserve.scheduling.base import InstanceView
 from hetserve.scheduling.policies import HeteroPolicy
 
@@ -85,6 +85,18 @@ class ClassTable:
 
     def class_of(self, request: RequestInfo) -> int:
         return self.classes.index(request.num_prompt_tokens, request.max_tokens)
+
+    @classmethod
+    def from_plan(cls, pc: PlanClasses) -> ClassTable:
+        """The table the plan carries (`Plan.classes`: model-priced rates per deployment)."""
+        return cls(
+            RequestClasses(pc.prompt_edges, pc.second_edges),
+            pc.deployments,
+            np.asarray(pc.requests_per_s, dtype=float),
+            np.asarray(pc.proportions, dtype=float),
+            np.asarray(pc.mean_prompt_tokens, dtype=float),
+            np.asarray(pc.mean_output_tokens, dtype=float),
+        )
 
 
 class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
@@ -128,6 +140,11 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         if table is not None:
             self._dep_index = {d: j for j, d in enumerate(table.deployments)}
             self._mu = np.maximum(np.asarray(table.requests_per_s, dtype=float), 1e-9)
+
+    @classmethod
+    def build(cls, seed: int = 0, classes: PlanClasses | None = None) -> HeteroClassesPolicy:
+        """With the plan's classes, the class-aware policy; without, hetero (module doc)."""
+        return cls(seed, ClassTable.from_plan(classes) if classes is not None else None)
 
     # ---- measured rates --------------------------------------------------------------------
     def _instance_speed(self, v: InstanceView) -> np.ndarray | None:

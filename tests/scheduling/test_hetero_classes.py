@@ -3,6 +3,7 @@ hetero's balance when the plan's speeds are wrong (overflow)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -174,3 +175,29 @@ def test_fit_noise_does_not_reshuffle_the_split():
     _drain_tokens_per_s(specs, pol, bound, 1.0)
     assert pol.num_solves > 20
     assert pol.num_adopted <= pol.num_solves / 4
+
+
+def test_the_plan_carries_the_class_table_to_the_policy(tmp_path):
+    """`hetserve plan --trace` attaches the trace's classes, priced per deployment; they survive the
+    plan file and `make_policy` (the live router's call) builds hetero_classes with its table."""
+    from hetserve.cluster import load_cluster
+    from hetserve.planner import load_plan, search_plan
+    from hetserve.planner.classes import with_classes
+    from hetserve.planner.plan_file import plan_to_json
+
+    cluster = load_cluster("cluster_configs/laptop.yaml")
+    reqs = _bimodal(2000)
+    plan = with_classes(search_plan(cluster), reqs.num_prompt_tokens, reqs.num_output_tokens, "bimodal")
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan_to_json(plan)))
+    loaded = load_plan(path)
+    assert loaded.classes == plan.classes and loaded.classes is not None
+    assert loaded.classes.deployments == tuple(d.name for d in plan.deployments)
+    policy = make_policy("hetero_classes", 0, loaded.classes)
+    assert isinstance(policy, HeteroClassesPolicy) and policy.table is not None
+    assert policy.table.classes.num_classes == len(loaded.classes.proportions)
+    # The rates are the planner's: a faster configuration serves every class faster.
+    rates = np.asarray(loaded.classes.requests_per_s)
+    assert rates.shape == (len(plan.deployments), policy.table.classes.num_classes) and (rates > 0).all()
+    assert isinstance(make_policy("hetero_classes", 0), HeteroClassesPolicy)  # no classes: hetero
+    assert make_policy("hetero_classes", 0).table is None
