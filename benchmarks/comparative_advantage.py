@@ -600,6 +600,7 @@ def main() -> int:
     ap.add_argument("--bounds", default=None, metavar="JSON", help="reuse the bounds of an earlier --json run")
     ap.add_argument("--sims", default=None, metavar="JSON", help="reuse the simulator runs of earlier --json runs (the missing pairs are run unless --no-sim)")
     ap.add_argument("--no-sim", action="store_true", help="bounds only (step 1)")
+    ap.add_argument("--sim-only", default=None, metavar="C/W,...", help="run only these cluster/workload sims")
     ap.add_argument("--joint", action="store_true", help="also step 3: the joint MILP plan beside the exhaustive one")
     ap.add_argument("--joint-from", default=None, metavar="JSON", help="reuse the joint-plan rows of an earlier run")
     ap.add_argument("--sim-pairs-only", action="store_true", help="compute bounds only for the simulated pairs")
@@ -638,8 +639,9 @@ def main() -> int:
     if not args.no_sim:
         by = {(r["cluster"], r["workload"]): r for r in rows}
         done = {(x["cluster"], x["workload"]) for x in sims}
+        only = {tuple(x.split("/", 1)) for x in args.sim_only.split(",")} if args.sim_only else None
         for p in sim_pairs(rows):
-            if p in by and p not in done:
+            if p in by and p not in done and (only is None or p in only):
                 sims.append(run_sim(by[p]))
                 sim_s = loaded_s + time.perf_counter() - t_sim
                 if args.json:

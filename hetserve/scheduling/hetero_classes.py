@@ -62,6 +62,8 @@ CHECK_EVERY = 100
 # current shares would at the measured rates and the observed mix: the fit's few per cent of noise
 # (larger on classes an instance rarely serves) must not reshuffle the classes every check.
 HYSTERESIS = 0.02
+# An instance not offered to the policy for this many requests leaves the LP's instance counts.
+FORGET_AFTER = 1000
 # A chosen instance whose expected finish is this many times the best anywhere yields to the best.
 OVERFLOW = 2.0
 # EWMA weight of one request in the observed class mix.
@@ -134,7 +136,11 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         # per class (measured rate / plan rate); instances never fitted are absent (speed 1).
         self._speed: dict[str, tuple[LatencyCoeffs, np.ndarray]] = {}
         self._cost_of: dict[str, np.ndarray] = {}  # instance_id -> seconds per request of each class
-        self._healthy: list[InstanceView] = []  # set by `select` for the `choose` that follows
+        # The LP's instance counts: every healthy instance offered in the last FORGET_AFTER
+        # requests (id -> deployment, request number), and its scalar speed factor once fitted.
+        self._known: dict[str, tuple[str, int]] = {}
+        self._factor: dict[str, float] = {}
+        self._num_requests = 0
         self._outstanding: dict[str, float] = {}
         self._flights: dict[str, tuple[str, float]] = {}
         if table is not None:
@@ -164,29 +170,31 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         return speed
 
     def _measured(self, instances: Sequence[InstanceView]) -> np.ndarray:
-        """Per deployment and class, one instance's rate at the measured speeds (the mean over the
-        deployment's instances; an instance not fitted yet takes its deployment's fitted mean),
-        and each instance's seconds per request of each class (`_cost_of`)."""
-        nd = len(self._mu)
-        total = np.zeros(nd)
-        fitted = np.zeros(nd)
+        """Per deployment and class, one instance's rate at the measured speeds (the mean factor
+        over the deployment's known instances; one not fitted yet takes that mean), and the
+        offered instances' seconds per request of each class (`_cost_of`)."""
         weights = self._served_weights()
-        speeds: list[tuple[InstanceView, int | None, float | None]] = []
         for v in instances:
             j = self._dep_index.get(v.deployment)
             per_class = self._instance_speed(v)
-            sp = None if j is None or per_class is None else float(np.dot(weights[j], per_class))
-            speeds.append((v, j, sp))
-            if j is not None and sp is not None:
-                total[j] += sp
+            if j is not None and per_class is not None:
+                self._factor[v.instance_id] = float(np.dot(weights[j], per_class))
+        nd = len(self._mu)
+        total, fitted = np.zeros(nd), np.zeros(nd)
+        for iid, (dep, _) in self._known.items():
+            j = self._dep_index.get(dep)
+            f = self._factor.get(iid)
+            if j is not None and f is not None:
+                total[j] += f
                 fitted[j] += 1
         dep_speed = np.where(fitted > 0, total / np.maximum(fitted, 1.0), 1.0)
         median_cost = 1.0 / np.median(self._mu, axis=0)
-        for v, j, sp in speeds:
+        for v in instances:
+            j = self._dep_index.get(v.deployment)
             if j is None:
                 self._cost_of[v.instance_id] = median_cost
             else:
-                self._cost_of[v.instance_id] = 1.0 / (self._mu[j] * (sp if sp is not None else dep_speed[j]))
+                self._cost_of[v.instance_id] = 1.0 / (self._mu[j] * self._factor.get(v.instance_id, dep_speed[j]))
         return self._mu * dep_speed[:, None]
 
     def _served_weights(self) -> np.ndarray:
@@ -205,12 +213,14 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         (or the healthy counts changed)."""
         assert self.table is not None
         deps = self.table.deployments
-        key = tuple(sum(1 for v in instances if v.deployment == d) for d in deps)
+        if self._since >= self.check_every:
+            old = self._num_requests - FORGET_AFTER
+            for iid in [i for i, (_, n) in self._known.items() if n < old]:
+                del self._known[iid]
+        key = tuple(sum(1 for dep, _ in self._known.values() if dep == d) for d in deps)
         if self._share is not None and self._since < self.check_every and key == self._share_key:
-            for v in instances:  # a new instance id (replaced replica) needs its cost row
-                if v.instance_id not in self._cost_of:
-                    self._measured(instances)
-                    break
+            if any(v.instance_id not in self._cost_of for v in instances):  # a new replica: its cost row
+                self._measured(instances)
             return
         self._since = 0
         mu = self._measured(instances)
@@ -232,10 +242,19 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
 
     # ---- choice ----------------------------------------------------------------------------
     def select(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
-        """Remember the healthy instances (the LP's counts) before the KV filter narrows them to
-        this request's eligible ones: a long request that fits only the big caches must not make
-        the split look like the small types were gone."""
-        self._healthy = [v for v in instances if v.healthy]
+        """Count the healthy instances offered (the LP's counts) before the KV filter narrows them
+        to this request's eligible ones: a long request that fits only the big caches must not
+        make the split look like the small types were gone. An instance counts until it is seen
+        unhealthy or is not offered for FORGET_AFTER requests: the live router's admission queue
+        (late binding) offers only the instances with a free slot, and a busy type must not drop
+        out of the split for that."""
+        self._num_requests += 1
+        n, known = self._num_requests, self._known
+        for v in instances:
+            if v.healthy:
+                known[v.instance_id] = (v.deployment, n)
+            elif v.instance_id in known:
+                del known[v.instance_id]
         return super().select(request, instances, now_s)
 
     def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
@@ -246,9 +265,9 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         self._mix *= 1.0 - MIX_ALPHA
         self._mix[k] += MIX_ALPHA
         self._since += 1
-        healthy = self._healthy if self._healthy else instances
-        self._healthy = []
-        self._maybe_resolve(healthy)
+        if not self._known:  # called without select (tests): the offered instances count
+            self._known = {v.instance_id: (v.deployment, self._num_requests) for v in instances}
+        self._maybe_resolve(instances)
         # Expected finish on each instance, in the rates' seconds: the in-flight work this policy
         # sent there (each request costs 1/mu[i,k] of one instance's saturated time) plus this one.
         # Work sent to an instance slower than its rates say stays in flight longer, so its

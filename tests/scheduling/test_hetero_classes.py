@@ -130,6 +130,29 @@ def test_lp_follows_the_observed_mix_past_its_hysteresis():
     assert 3 <= pol.num_adopted < pol.num_solves
 
 
+def test_counts_survive_late_binding_offering_only_roomy_instances():
+    """The admission queue offers only the instances with a free slot; a type that is busy for a
+    few requests must not leave the LP's counts (each change would force a new split), while one
+    not offered for FORGET_AFTER requests, or seen unhealthy, does."""
+    table = ClassTable(RequestClasses((1000,)), ("a", "b"), np.array([[4.0, 1.0], [1.0, 1.0]]), np.array([0.5, 0.5]))
+    pol = HeteroClassesPolicy(0, table, check_every=10)
+    a, b = InstanceView("a/0", "a", "x", 100.0, 100_000), InstanceView("b/0", "b", "x", 100.0, 100_000)
+    pol.select(RequestInfo("0", 10, 10, 0.0), [a, b], 0.0)
+    keys = set()
+    for i in range(1, 200):  # b busy: only a offered (the mix stays the table's 50/50)
+        pol.select(RequestInfo(str(i), 10 if i % 2 else 2000, 10, float(i)), [a], float(i))
+        keys.add(pol._share_key)
+    assert keys == {(1, 1)} and pol.num_adopted == 1
+    for i in range(200, 1300):
+        pol.select(RequestInfo(str(i), 10, 10, float(i)), [a], float(i))
+    assert pol._share_key == (1, 0)  # b gone for > FORGET_AFTER requests
+    pol.select(RequestInfo("back", 10, 10, 0.0), [a, b], 0.0)
+    b.healthy = False
+    for i in range(20):
+        pol.select(RequestInfo(f"x{i}", 10, 10, 0.0), [a, b], 0.0)
+    assert pol._share_key == (1, 0)  # seen unhealthy: out at the next check
+
+
 def _drain_tokens_per_s(specs, policy, bound, load: float) -> float:
     """Output tokens/s to serve the whole stream (all its tokens over the last finish). At an
     overload the window's tokens/s would reward a policy that leaves the expensive class queued
