@@ -402,6 +402,7 @@ def write_md(
     sim_s: float,
     joint: list[dict],
     live: list[dict] | None = None,
+    notes: str = "",
 ) -> None:
     go, verdict = decision(rows)
     L = ["# Comparative advantage: the class-aware fluid bound beside the mix-average one (simulated)\n"]
@@ -463,6 +464,9 @@ def write_md(
         L.append(_joint_section(joint))
     if live:
         L.append(_live_section(live, rows))
+    if notes:
+        L.append("## Notes of this run\n")
+        L.append(notes.strip() + "\n")
     for r in rows:
         o = r["oracle"]
         L.append(f"## {r['cluster']} / {r['workload']}\n")
@@ -667,6 +671,7 @@ def main() -> int:
         metavar="LABEL=WORKLOAD:JSON,...",
         help="`hetserve bench --json-out` files to report (the bench command beside each, in JSON.cmd)",
     )
+    ap.add_argument("--notes", default=None, metavar="MD", help="markdown appended as this run's notes")
     ap.add_argument("--sim-only", default=None, metavar="C/W,...", help="run only these cluster/workload sims")
     ap.add_argument("--joint", action="store_true", help="also step 3: the joint MILP plan beside the exhaustive one")
     ap.add_argument("--joint-from", default=None, metavar="JSON", help="reuse the joint-plan rows of an earlier run")
@@ -698,10 +703,13 @@ def main() -> int:
     t_sim = time.perf_counter()
     sim_s = 0.0
     if args.sims:
+        seen: dict[tuple[str, str], dict] = {}
         for f in args.sims.split(","):
             prev = json.loads(Path(f).read_text())
-            sims += prev["sims"]
+            for x in prev["sims"]:  # a later file's run of a pair replaces an earlier one
+                seen[(x["cluster"], x["workload"])] = x
             sim_s += prev["sim_wall_s"]
+        sims = list(seen.values())
     loaded_s = sim_s
     if not args.no_sim:
         by = {(r["cluster"], r["workload"]): r for r in rows}
@@ -729,7 +737,8 @@ def main() -> int:
         doc = json.loads(Path(f).read_text())
         doc.update(label=label, pair_workload=pair_workload, command=Path(f + ".cmd").read_text().strip())
         live.append(doc)
-    write_md(Path(args.out), rows, command, bounds_s, sims, sim_s, joint, live)
+    notes = Path(args.notes).read_text() if args.notes else ""
+    write_md(Path(args.out), rows, command, bounds_s, sims, sim_s, joint, live, notes)
     log(f"wrote {args.out}")
     return 0
 
