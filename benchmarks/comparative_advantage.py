@@ -207,7 +207,7 @@ def routable_classes(reqs: SimRequests) -> RequestClasses:
     return RequestClasses.from_quantiles(reqs.num_prompt_tokens, reqs.max_tokens, *ROUTABLE_BINS)
 
 
-def run_sim(row: dict) -> dict:
+def run_sim(row: dict, min_span_s: float = MIN_SPAN_S) -> dict:
     """hetero, hetero_classes and the best baseline at 1.3x and 0.7x the class-aware bound."""
     cluster = load_cluster(ROOT / row["cluster_path"])
     instances = instances_from_plan(search_plan(cluster))
@@ -233,7 +233,7 @@ def run_sim(row: dict) -> dict:
     runs = []
     for load in (SATURATION, MODERATE):
         scale = load * class_bound_rps / win_rate
-        copies = max(1, int(np.ceil(MIN_SPAN_S / (base.duration_s / scale))))
+        copies = max(1, int(np.ceil(min_span_s / (base.duration_s / scale))))
         reqs = base.tiled(copies).scaled(scale)
         labels = route.assign(reqs.num_prompt_tokens, reqs.max_tokens)
         for name in SIM_POLICIES:
@@ -253,6 +253,7 @@ def run_sim(row: dict) -> dict:
                     "policy": name,
                     "load": load,
                     "copies": copies,
+                    "span_s": float(reqs.duration_s),
                     "num_requests": len(reqs),
                     "output_tokens_per_s": rep.output_tokens_per_s,
                     "of_class_bound": rep.output_tokens_per_s / o["validated_out_tok_s"],
@@ -671,6 +672,7 @@ def main() -> int:
         metavar="LABEL=WORKLOAD:JSON,...",
         help="`hetserve bench --json-out` files to report (the bench command beside each, in JSON.cmd)",
     )
+    ap.add_argument("--min-span-s", type=float, default=MIN_SPAN_S, help="shortest span of a simulator run")
     ap.add_argument("--notes", default=None, metavar="MD", help="markdown appended as this run's notes")
     ap.add_argument("--sim-only", default=None, metavar="C/W,...", help="run only these cluster/workload sims")
     ap.add_argument("--joint", action="store_true", help="also step 3: the joint MILP plan beside the exhaustive one")
@@ -717,7 +719,7 @@ def main() -> int:
         only = {tuple(x.split("/", 1)) for x in args.sim_only.split(",")} if args.sim_only else None
         for p in sim_pairs(rows):
             if p in by and p not in done and (only is None or p in only):
-                sims.append(run_sim(by[p]))
+                sims.append(run_sim(by[p], args.min_span_s))
                 sim_s = loaded_s + time.perf_counter() - t_sim
                 if args.json:
                     out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s}
