@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -556,7 +557,8 @@ def _sim_section(sims: list[dict], rows: list[dict]) -> str:
             f"{hc['output_tokens_per_s'] / h['output_tokens_per_s'] - 1:+.1%} over hetero in the same stream (skew "
             f"{hc['mix_skew']:.2f} vs {h['mix_skew']:.2f}); at {MODERATE}x p99 TTFT {hcm['ttft_p99_s']:.2f} s vs hetero's "
             f"{hm['ttft_p99_s']:.2f} s. Part of a saturation gain at this short span may be hetero's C still being "
-            "learned (hetero_classes does not read C); the 1800 s runs that would settle it did not fit the machine."
+            "learned (hetero_classes does not read C: rev 2 reads the coefficients the fit learns, as speed "
+            "ratios to the plan's); the 1800 s runs that would settle it did not fit the machine."
         )
     L.append("")
     return "\n".join(L) + "\n"
@@ -728,7 +730,7 @@ def main() -> int:
         joint = json.loads(Path(args.joint_from).read_text())["joint"]
     else:
         joint = run_joint() if args.joint else []
-    command = " ".join(["python benchmarks/comparative_advantage.py", *sys.argv[1:]])
+    command = "python benchmarks/comparative_advantage.py " + shlex.join(sys.argv[1:])
     if args.json:
         out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s, "joint": joint}
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))
