@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -75,6 +76,14 @@ PAIRS = [  # in priority order (the script records each pair as it completes)
     Pair("cluster_configs/paper_npu.yaml", "synthetic:bimodal"),
     Pair("cluster_configs/paper_mixed.yaml", "synthetic:wide"),
     Pair("benchmarks/clusters/mixed_long.yaml", "azure-conv"),
+    # The rest of every shipped cluster x held-in trace (round 2).
+    Pair("cluster_configs/laptop.yaml", "azure-conv"),
+    Pair("cluster_configs/laptop.yaml", "azure-code"),
+    Pair("cluster_configs/laptop.yaml", "mooncake-conv"),
+    Pair("cluster_configs/paper_npu.yaml", "mooncake-conv"),
+    Pair("benchmarks/clusters/mixed_long.yaml", "azure-code"),
+    Pair("cluster_configs/large.yaml", "azure-code"),
+    Pair("cluster_configs/large.yaml", "mooncake-conv"),
 ]
 
 WORKLOAD_NOTES = {
@@ -171,24 +180,53 @@ SIM_PAIRS = [
     ("mixed-long", "mooncake-conv"),
 ]
 SIM_POLICIES = ("hetero", "hetero_classes", "pow2")
+# hetero_classes revision of a run: 1 = the first round's (the plan's rates, re-solved every 500
+# requests, adopted at once); 2 = rates at the measured speeds, checked every 100 requests,
+# adopted past a 2% hysteresis. Runs without the field were made by revision 1.
+POLICY_REV = 2
 SATURATION, MODERATE = 1.3, 0.7
 # Shortest span of a run, virtual seconds (benchmarks/scheduling.py uses 1800; scaled down to fit
 # the shared two-core machine).
 MIN_SPAN_S = 300.0
 
 
+# Too many instances to simulate on this machine (its bounds need only one instance per configuration).
+NOT_SIMULATED = {"large"}
+
+
+def sim_pairs(rows: list[dict]) -> list[tuple[str, str]]:
+    """SIM_PAIRS, then every pair whose headroom (validated, oracle classes) reaches the threshold."""
+    out = list(SIM_PAIRS)
+    for r in rows:
+        p = (r["cluster"], r["workload"])
+        if r["oracle"]["headroom"] >= HEADROOM_THRESHOLD and p not in out and r["cluster"] not in NOT_SIMULATED:
+            out.append(p)
+    return out
+
+
 def routable_classes(reqs: SimRequests) -> RequestClasses:
     return RequestClasses.from_quantiles(reqs.num_prompt_tokens, reqs.max_tokens, *ROUTABLE_BINS)
 
 
-def run_sim(row: dict) -> dict:
+def run_sim(row: dict, min_span_s: float = MIN_SPAN_S) -> dict:
     """hetero, hetero_classes and the best baseline at 1.3x and 0.7x the class-aware bound."""
     cluster = load_cluster(ROOT / row["cluster_path"])
     instances = instances_from_plan(search_plan(cluster))
     base = workload(row["workload"], cluster)
+    if base.duration_s <= 0:  # a synthetic mix has no arrival process: Poisson (the load sets the rate)
+        gaps = np.random.default_rng(1).exponential(1.0, len(base))
+        arrival = np.cumsum(gaps) - gaps[0]
+        base = SimRequests(base.name, arrival, base.num_prompt_tokens, base.num_output_tokens, base.max_tokens)
     route = routable_classes(base)
     q, o = row["routable"], row["oracle"]
-    table = ClassTable(route, tuple(q["configs"]), np.asarray(q["mu_sim"]), np.asarray(q["proportions"]))
+    table = ClassTable(
+        route,
+        tuple(q["configs"]),
+        np.asarray(q["mu_sim"]),
+        np.asarray(q["proportions"]),
+        np.asarray(q["class_mean_prompt"]),
+        np.asarray(q["class_mean_output"]),
+    )
     mean_out = base.mean_output_tokens
     class_bound_rps = o["validated_out_tok_s"] / mean_out
     cfg = SimConfig()
@@ -196,7 +234,7 @@ def run_sim(row: dict) -> dict:
     runs = []
     for load in (SATURATION, MODERATE):
         scale = load * class_bound_rps / win_rate
-        copies = max(1, int(np.ceil(MIN_SPAN_S / (base.duration_s / scale))))
+        copies = max(1, int(np.ceil(min_span_s / (base.duration_s / scale))))
         reqs = base.tiled(copies).scaled(scale)
         labels = route.assign(reqs.num_prompt_tokens, reqs.max_tokens)
         for name in SIM_POLICIES:
@@ -216,6 +254,7 @@ def run_sim(row: dict) -> dict:
                     "policy": name,
                     "load": load,
                     "copies": copies,
+                    "span_s": float(reqs.duration_s),
                     "num_requests": len(reqs),
                     "output_tokens_per_s": rep.output_tokens_per_s,
                     "of_class_bound": rep.output_tokens_per_s / o["validated_out_tok_s"],
@@ -226,6 +265,7 @@ def run_sim(row: dict) -> dict:
                     "tpot_p50_s": rep.tpot_s.p50,
                     "mix_skew": float(ratio.max() / ratio.min()),
                     "overflows": getattr(policy, "num_overflows", None),
+                    "policy_rev": POLICY_REV,
                     "wall_s": wall,
                 }
             )
@@ -346,8 +386,8 @@ def decision(rows: list[dict]) -> tuple[bool, str]:
             f"{r['cluster']} / {r['workload']} ({min(r['oracle']['headroom'], r['oracle']['headroom_resampled']):+.1%})"
             for r in worth
         )
-        + f"; every other pair, including every shipped cluster x held-in trace, is below it (at most {top:+.1%}). "
-        "Synthetic mixes have no arrival process here, so the >= 3% pairs are not in the simulator section."
+        + f"; every other pair is below it (at most {top:+.1%}). Each of them is simulated below (synthetic mixes "
+        "with Poisson arrivals), except on `large` (2,240 instances)."
     )
 
 
@@ -356,7 +396,15 @@ def _pct(x: float) -> str:
 
 
 def write_md(
-    path: Path, rows: list[dict], command: str, elapsed_s: float, sims: list[dict], sim_s: float, joint: list[dict]
+    path: Path,
+    rows: list[dict],
+    command: str,
+    elapsed_s: float,
+    sims: list[dict],
+    sim_s: float,
+    joint: list[dict],
+    live: list[dict] | None = None,
+    notes: str = "",
 ) -> None:
     go, verdict = decision(rows)
     L = ["# Comparative advantage: the class-aware fluid bound beside the mix-average one (simulated)\n"]
@@ -416,14 +464,11 @@ def write_md(
         L.append(_sim_section(sims, rows))
     if joint:
         L.append(_joint_section(joint))
-    L.append("## Not measured here\n")
-    L.append(
-        "- The live comparison on an emulated cluster (benchmarks/live_serving.py's closed loop): not run. The live "
-        "router builds its policy by name, and `hetero_classes` built by name has no `ClassTable`, so it would be "
-        "hetero there; passing the table from the plan to the router is not wired.\n"
-        "- Pairs listed in the script but missing from the tables did not finish on the shared machine in time "
-        "(each pair took 15-30 min wall at a load average of 40-60 on 2 cores); rerun the script to fill them.\n"
-    )
+    if live:
+        L.append(_live_section(live, rows))
+    if notes:
+        L.append("## Notes of this run\n")
+        L.append(notes.strip() + "\n")
     for r in rows:
         o = r["oracle"]
         L.append(f"## {r['cluster']} / {r['workload']}\n")
@@ -467,8 +512,10 @@ def _sim_section(sims: list[dict], rows: list[dict]) -> str:
         f"The trace (lengths shuffled over its arrival times, as in benchmarks/scheduling.md) is replayed back to back "
         f"until its span is >= {MIN_SPAN_S:.0f} virtual s (scaled down from scheduling.md's 1800 s to fit the machine); "
         "window = arrivals from 25% of the span to the last. `hetero_classes` gets the routable classes' "
-        "per-configuration rates (prompt sextiles x max_tokens halves, simulator-measured) and re-solves the LP "
-        "every 500 requests from the observed class mix. Best baseline: `pow2` (Ray Serve's default; within 0.2% "
+        "per-configuration rates (prompt sextiles x max_tokens halves, simulator-measured); `rev` is the policy's "
+        "revision: 2 reprices the rates at the online fit's measured speeds and re-solves every 100 requests from the "
+        "observed class mix, adopting a new split past a 2% hysteresis; 1 (the first round's runs, kept where the "
+        "machine had no time to rerun them) kept the plan's rates and re-solved every 500 requests. Best baseline: `pow2` (Ray Serve's default; within 0.2% "
         "of hetero at saturation in benchmarks/scheduling.md). `skew`: max/min over the routable classes of "
         "(requests started in the window / arrived in it); 1.0 = the served mix is the workload's, so the "
         "tokens/s are a rate in the workload's proportions, not a policy serving the cheap classes first. "
@@ -477,10 +524,10 @@ def _sim_section(sims: list[dict], rows: list[dict]) -> str:
         "against the bounds: compare the policies with each other, in the same stream.\n"
     )
     L.append(
-        "| cluster | workload | policy | /class-aware @1.3 | /mix-average @1.3 | /routable bound @1.3 | skew @1.3 | "
+        "| cluster | workload | policy | rev | /class-aware @1.3 | /mix-average @1.3 | /routable bound @1.3 | skew @1.3 | "
         "overflows @1.3 | p99 TTFT @0.7 | p50 TTFT @0.7 | targets |"
     )
-    L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     heads = {(r["cluster"], r["workload"]): r["oracle"]["headroom"] for r in rows}
     for s in sims:
         by = {(r["policy"], r["load"]): r for r in s["runs"]}
@@ -495,7 +542,8 @@ def _sim_section(sims: list[dict], rows: list[dict]) -> str:
                 if head < HEADROOM_THRESHOLD:
                     target += f" (headroom {head:+.1%} < 3%: target not required)"
             L.append(
-                f"| {s['cluster']} | {s['workload']} | {name} | **{sat['of_class_bound']:.3f}** | {sat['of_mix_bound']:.3f} | "
+                f"| {s['cluster']} | {s['workload']} | {name} | {sat.get('policy_rev', 1) if name == 'hetero_classes' else '-'} | "
+                f"**{sat['of_class_bound']:.3f}** | {sat['of_mix_bound']:.3f} | "
                 f"{sat['of_routable_bound']:.3f} | {sat['mix_skew']:.2f} | {sat['overflows'] if sat['overflows'] is not None else '-'} | "
                 f"{mod['ttft_p99_s']:.2f} s | {mod['ttft_p50_s']:.2f} s | {target} |"
             )
@@ -509,9 +557,57 @@ def _sim_section(sims: list[dict], rows: list[dict]) -> str:
             f"{hc['output_tokens_per_s'] / h['output_tokens_per_s'] - 1:+.1%} over hetero in the same stream (skew "
             f"{hc['mix_skew']:.2f} vs {h['mix_skew']:.2f}); at {MODERATE}x p99 TTFT {hcm['ttft_p99_s']:.2f} s vs hetero's "
             f"{hm['ttft_p99_s']:.2f} s. Part of a saturation gain at this short span may be hetero's C still being "
-            "learned (hetero_classes does not read C); the 1800 s runs that would settle it did not fit the machine."
+            "learned (hetero_classes does not read C: rev 2 reads the coefficients the fit learns, as speed "
+            "ratios to the plan's); the 1800 s runs that would settle it did not fit the machine."
         )
     L.append("")
+    return "\n".join(L) + "\n"
+
+
+def _live_section(live: list[dict], rows: list[dict]) -> str:
+    """`hetserve bench` JSONs (open-loop replay, every policy in one invocation) beside the bounds."""
+    heads = {(r["cluster"], r["workload"]): r["oracle"]["headroom"] for r in rows}
+    L = ["## Live: `hetserve bench` on an emulated cluster, every policy in one run\n"]
+    L.append(
+        "The plan carries the trace's request classes (`hetserve plan --trace ... --json`, `Plan.classes`: prompt "
+        "quartiles x output terciles, each deployment's per-class rate from the throughput model); the app serves "
+        "that plan file (`--app-arg plan=`), so the live router builds `hetero_classes` with its table "
+        "(`make_policy(name, seed, classes)`; `/v1/hetserve/plan` shows `request_classes`). The bench replays the "
+        "trace open loop through the router's handle and switches only the router between policies. Loads are "
+        "`hetserve bench --load`'s: fractions of the **mix-average** fluid bound of the window's requests; "
+        "`/class-aware` divides by that bound times (1 + the pair's validated headroom from the tables above). "
+        "Each request asks for its trace output length (max_tokens), so the router's classes are the oracle "
+        "ones here. **Machine caveat**: emulated engines, Serve, the router and the replayer share 2 CPUs with "
+        "other agents' jobs (load average ~40 during these runs): engines step late and the router forwards "
+        "late, so live figures sit below the simulator's and vary run to run by more than the policies differ; "
+        "compare within one run only.\n"
+    )
+    for doc in live:
+        head = heads.get((doc["cluster"], doc["pair_workload"]), 0.0)
+        L.append(f"### {doc['label']}\n")
+        L.append(f"Command: `{doc['command']}`\n")
+        L.append(
+            f"{doc['cluster']} / {doc['stream']}: {doc['num_requests']:,} requests, time scale {doc['time_scale']:g}; "
+            f"fluid (mix-average) bound of the window {doc['offered_bound_output_tokens_per_s']:,.0f} output tok/s "
+            f"(emulated); validated class-aware headroom of the pair {_pct(head)}. "
+            f"Wall per run: {', '.join(f'{w:.0f}' for w in doc['wall_s'])} s.\n"
+        )
+        L.append(
+            "| load | policy | live tok/s | /mix-average | /class-aware | vs hetero | TTFT p99 | TTFT p50 | errors |"
+        )
+        L.append("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+        by = {(m["policy"], m["load"]): m for m in doc["measured"]}
+        for m in sorted(doc["measured"], key=lambda m: (-m["load"], m["policy"])):
+            h = by.get(("hetero", m["load"]))
+            vs = m["output_tokens_per_s"] / h["output_tokens_per_s"] if h and h["output_tokens_per_s"] else math.nan
+            errs = ", ".join(f"{k}: {v}" for k, v in (m.get("errors") or {}).items()) or "0"
+            name = f"**{m['policy']}**" if m["policy"] == "hetero_classes" else m["policy"]
+            L.append(
+                f"| {m['load']:g} | {name} | {m['output_tokens_per_s']:,.0f} | {m['fraction_of_bound']:.3f} | "
+                f"{m['fraction_of_bound'] / (1 + head):.3f} | {vs:.3f} | {m['ttft_s']['p99']:.2f} s | "
+                f"{m['ttft_s']['p50']:.2f} s | {errs} |"
+            )
+        L.append("")
     return "\n".join(L) + "\n"
 
 
@@ -565,8 +661,22 @@ def main() -> int:
     ap.add_argument("--json", default=None, metavar="PATH", help="also write every number as JSON")
     ap.add_argument("--only", default=None, help="comma-separated indices into the pair list (debugging)")
     ap.add_argument("--bounds", default=None, metavar="JSON", help="reuse the bounds of an earlier --json run")
-    ap.add_argument("--sims", default=None, metavar="JSON", help="reuse the simulator runs of an earlier --json run")
+    ap.add_argument(
+        "--sims",
+        default=None,
+        metavar="JSON",
+        help="reuse the simulator runs of earlier --json runs (the missing pairs are run unless --no-sim)",
+    )
     ap.add_argument("--no-sim", action="store_true", help="bounds only (step 1)")
+    ap.add_argument(
+        "--live",
+        default=None,
+        metavar="LABEL=WORKLOAD:JSON,...",
+        help="`hetserve bench --json-out` files to report (the bench command beside each, in JSON.cmd)",
+    )
+    ap.add_argument("--min-span-s", type=float, default=MIN_SPAN_S, help="shortest span of a simulator run")
+    ap.add_argument("--notes", default=None, metavar="MD", help="markdown appended as this run's notes")
+    ap.add_argument("--sim-only", default=None, metavar="C/W,...", help="run only these cluster/workload sims")
     ap.add_argument("--joint", action="store_true", help="also step 3: the joint MILP plan beside the exhaustive one")
     ap.add_argument("--joint-from", default=None, metavar="JSON", help="reuse the joint-plan rows of an earlier run")
     ap.add_argument("--sim-pairs-only", action="store_true", help="compute bounds only for the simulated pairs")
@@ -597,16 +707,22 @@ def main() -> int:
     t_sim = time.perf_counter()
     sim_s = 0.0
     if args.sims:
+        seen: dict[tuple[str, str], dict] = {}
         for f in args.sims.split(","):
             prev = json.loads(Path(f).read_text())
-            sims += prev["sims"]
+            for x in prev["sims"]:  # a later file's run of a pair replaces an earlier one
+                seen[(x["cluster"], x["workload"])] = x
             sim_s += prev["sim_wall_s"]
-    elif not args.no_sim:
+        sims = list(seen.values())
+    loaded_s = sim_s
+    if not args.no_sim:
         by = {(r["cluster"], r["workload"]): r for r in rows}
-        for p in SIM_PAIRS:
-            if p in by:
-                sims.append(run_sim(by[p]))
-                sim_s = time.perf_counter() - t_sim
+        done = {(x["cluster"], x["workload"]) for x in sims}
+        only = {tuple(x.split("/", 1)) for x in args.sim_only.split(",")} if args.sim_only else None
+        for p in sim_pairs(rows):
+            if p in by and p not in done and (only is None or p in only):
+                sims.append(run_sim(by[p], args.min_span_s))
+                sim_s = loaded_s + time.perf_counter() - t_sim
                 if args.json:
                     out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s}
                     Path(args.json).write_text(json.dumps(out, indent=1, default=float))
@@ -614,11 +730,19 @@ def main() -> int:
         joint = json.loads(Path(args.joint_from).read_text())["joint"]
     else:
         joint = run_joint() if args.joint else []
-    command = " ".join(["python benchmarks/comparative_advantage.py", *sys.argv[1:]])
+    command = "python benchmarks/comparative_advantage.py " + shlex.join(sys.argv[1:])
     if args.json:
         out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s, "joint": joint}
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))
-    write_md(Path(args.out), rows, command, bounds_s, sims, sim_s, joint)
+    live = []
+    for spec in args.live.split(",") if args.live else []:
+        label, _, rest = spec.partition("=")
+        pair_workload, _, f = rest.partition(":")
+        doc = json.loads(Path(f).read_text())
+        doc.update(label=label, pair_workload=pair_workload, command=Path(f + ".cmd").read_text().strip())
+        live.append(doc)
+    notes = Path(args.notes).read_text() if args.notes else ""
+    write_md(Path(args.out), rows, command, bounds_s, sims, sim_s, joint, live, notes)
     log(f"wrote {args.out}")
     return 0
 

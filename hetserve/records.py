@@ -246,6 +246,41 @@ class DeploymentPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanClasses:
+    """Request classes the plan carries for class-aware routing (`hetero_classes`), from a trace.
+
+    A class is a prompt bin, then a bin of the second length inside it (`RequestClasses`: interior
+    edges, a value v in bin searchsorted(edges, v, side="right")). The second length is the
+    trace's output length, which the router reads as the request's max_tokens (all it sees before
+    a request runs). `requests_per_s[d][k]`: one instance of deployment `deployments[d]` saturated
+    with class k alone, from the throughput model at the deployment's own coefficients (the
+    planner's pricing), so the live router and the plan rate each class the same way.
+    """
+
+    source: str  # the trace the classes and proportions come from
+    prompt_edges: tuple[int, ...]
+    second_edges: tuple[tuple[int, ...], ...]
+    proportions: tuple[float, ...]
+    mean_prompt_tokens: tuple[float, ...]
+    mean_output_tokens: tuple[float, ...]
+    deployments: tuple[str, ...]
+    requests_per_s: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PlanClasses:
+        return cls(
+            source=str(d["source"]),
+            prompt_edges=tuple(int(x) for x in d["prompt_edges"]),
+            second_edges=tuple(tuple(int(x) for x in e) for e in d["second_edges"]),
+            proportions=tuple(float(x) for x in d["proportions"]),
+            mean_prompt_tokens=tuple(float(x) for x in d["mean_prompt_tokens"]),
+            mean_output_tokens=tuple(float(x) for x in d["mean_output_tokens"]),
+            deployments=tuple(str(x) for x in d["deployments"]),
+            requests_per_s=tuple(tuple(float(x) for x in row) for row in d["requests_per_s"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """The planner's answer: deployments, the predicted total, and the runners-up with why they lost.
 
@@ -262,6 +297,7 @@ class Plan:
     infeasible: tuple[str, ...] = field(default=())  # nodes left idle and why
     price_per_hour: float = 0.0  # used nodes x their accelerators x catalog price (a node is paid whole)
     notes: tuple[str, ...] = field(default=())  # caveats of the search (e.g. optimality not proven)
+    classes: PlanClasses | None = None  # request classes for hetero_classes (`hetserve plan --trace`)
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -317,6 +353,7 @@ class Plan:
             infeasible=tuple(d.get("infeasible", ())),
             price_per_hour=float(d.get("price_per_hour", 0.0)),
             notes=tuple(d.get("notes", ())),
+            classes=PlanClasses.from_dict(d["classes"]) if d.get("classes") else None,
         )
 
 

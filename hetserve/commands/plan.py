@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--trace",
         default=None,
         metavar="PATH",
-        help="request trace (Azure CSV or Mooncake JSONL) whose lengths the joint objective plans for",
+        help="request trace (Azure CSV or Mooncake JSONL) whose lengths the joint objective plans for; "
+        "with any objective the plan also carries the trace's request classes, priced per deployment, "
+        "for policy=hetero_classes",
     )
     p.add_argument(
         "--target-tokens-per-s",
@@ -83,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
         latency_model=_latency_model(getattr(args, "profiles", None)),
         requests=requests,
     )
+    if requests is not None:
+        from hetserve.planner.classes import with_classes
+
+        plan = with_classes(plan, requests[0], requests[1], str(args.trace))
     if args.json:
         json.dump(plan_to_json(plan), sys.stdout, indent=2)
         sys.stdout.write("\n")

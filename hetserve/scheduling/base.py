@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hetserve.records import DEFAULT_OUTPUT_TOKENS, RequestInfo
+from hetserve.records import DEFAULT_OUTPUT_TOKENS, LatencyCoeffs, PlanClasses, RequestInfo
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
@@ -54,6 +54,10 @@ class InstanceView:
     batch_slots: the saturated batch (max_num_seqs, or fewer when the KV cache fills first for
         the current mix), as the load tracker's capacity model sizes it.
     first_token_s: time to first token once admitted, from the same (fitted) coefficients.
+    plan_coeffs, fitted_coeffs, max_num_seqs: the step-time coefficients C rests on (the plan's,
+        and the online fit's once the instance reported steps; None otherwise) and the engine's
+        batch limit, so that a policy pricing requests by class (hetero_classes) reads the same
+        measured speed as C rather than estimating another.
     """
 
     instance_id: str
@@ -73,6 +77,9 @@ class InstanceView:
     num_waiting: int = 0  # the engine's waiting queue at its last report
     batch_slots: int = 0  # sequences the instance runs at once for the current mix (0: unknown)
     first_token_s: float = 0.0  # prefill of a typical prompt + one full decode step (0: unknown)
+    plan_coeffs: LatencyCoeffs | None = None
+    fitted_coeffs: LatencyCoeffs | None = None
+    max_num_seqs: int = 0  # 0: unknown
 
     def can_hold(self, request: RequestInfo) -> bool:
         """KV filter: the request's prompt plus its max output must fit in an empty cache (a
@@ -112,6 +119,12 @@ class SchedulingPolicy(abc.ABC):
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
 
+    @classmethod
+    def build(cls, seed: int = 0, classes: PlanClasses | None = None) -> SchedulingPolicy:
+        """The policy for a plan (`make_policy`): `classes` are the plan's request classes, which
+        only a class-aware policy reads."""
+        return cls(seed=seed)
+
     def select(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
         """Filter healthy instances that can hold the request, then ask the policy."""
         eligible = [v for v in instances if v.healthy and v.can_hold(request)]
@@ -144,8 +157,10 @@ def policy_names() -> list[str]:
     return sorted(SchedulingPolicy._registry)
 
 
-def make_policy(name: str, seed: int = 0) -> SchedulingPolicy:
+def make_policy(name: str, seed: int = 0, classes: PlanClasses | None = None) -> SchedulingPolicy:
+    """The policy registered as `name`; `classes`, the plan's request classes (`Plan.classes`),
+    give `hetero_classes` its table (without them it is hetero)."""
     names = policy_names()
     if name not in SchedulingPolicy._registry:
         raise ValueError(f"unknown scheduling policy {name!r}; known: {', '.join(names)}")
-    return SchedulingPolicy._registry[name](seed=seed)
+    return SchedulingPolicy._registry[name].build(seed, classes)

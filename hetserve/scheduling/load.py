@@ -198,6 +198,7 @@ class LoadTracker:
             mean_output_tokens=self.mean_output_tokens,
         )
         view.batch_slots = int(max_num_seqs or 0)
+        view.max_num_seqs, view.plan_coeffs = int(max_num_seqs or 0), coeffs
         inst = _TrackedInstance(view, float(predicted_tokens_per_s), max_num_seqs, prior=coeffs)
         if coeffs is not None and self.learn_capacity:
             from hetserve.model.online_fit import OnlineFit
@@ -490,6 +491,7 @@ class LoadTracker:
                 continue
             inst.estimate = inst.fit.capacity(l_in, l_out, cap, inst.max_num_seqs)
             c = inst.fit.coeffs
+            inst.view.fitted_coeffs = c
             inst.view.first_token_s = c.prefill_s(l_in) + c.decode_s(slots, slots * (l_in + l_out / 2.0))
             tok = max(inst.estimate.tokens_per_s, 1e-9)
             inst.ratio = tok / inst.seed_tokens_per_s

@@ -137,6 +137,7 @@ def _plan_view(plan: Plan, args: AppArgs, tokenizer: str | None = None) -> dict[
             for dp in plan.deployments
         ],
         "infeasible": list(plan.infeasible),
+        "request_classes": plan.classes.source if plan.classes is not None else None,  # hetero_classes' table
         "runners_up": [
             {"description": r.description, "output_tokens_per_s": r.output_tokens_per_s, "why": r.why}
             for r in plan.runners_up
@@ -226,6 +227,7 @@ def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Applicatio
         tokenizer_path=tok_path,
         detokenize=bool(output_token_ids),
         learn_capacity=args.learn_capacity,
+        classes=plan.classes,
         **reliability_settings(args),
     )
     router = serve.deployment(RouterIngress).options(

@@ -31,7 +31,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.handle import DeploymentHandle
 
 from hetserve.engines.base import EngineError, RequestTooLongError, TokenChunk
-from hetserve.records import DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_TOKENS, DeploymentPlan, RequestInfo
+from hetserve.records import DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_TOKENS, DeploymentPlan, PlanClasses, RequestInfo
 from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
 from hetserve.scheduling.admission import AdmissionConfig, AdmissionQueue, Binding, Bound, Full
 from hetserve.scheduling.base import InstanceView
@@ -119,6 +119,7 @@ class RouterSpec:
     health: HealthConfig = field(default_factory=HealthConfig)
     api_key_digests: tuple[str, ...] = ()
     max_body_bytes: int | None = None
+    classes: PlanClasses | None = None  # the plan's request classes (hetero_classes' table)
 
 
 @dataclass(slots=True)
@@ -232,7 +233,7 @@ class RouterServer:
         # `.options()` initialises each handle, which makes Serve build its request router and
         # so fills the instance directory before the first request.
         self._handles = {name: h.options(stream=True) for name, h in instances.items()}
-        self._policy = make_policy(spec.policy, seed=spec.seed)
+        self._policy = make_policy(spec.policy, seed=spec.seed, classes=spec.classes)
         self._policy_name = spec.policy  # `reconfigure` may swap the policy
         self._tracker = self._new_tracker()
         self._admission: AdmissionQueue[asyncio.Future] = AdmissionQueue(self._policy, spec.admission)
@@ -723,7 +724,7 @@ class RouterServer:
         compares policies on the same running instances this way."""
         config = config or {}
         name = str(config.get("policy", self._policy_name))
-        self._policy = make_policy(name, seed=int(config.get("seed", self._spec.seed)))
+        self._policy = make_policy(name, seed=int(config.get("seed", self._spec.seed)), classes=self._spec.classes)
         self._policy_name = name
         self._admission.policy = self._policy
         self._tracker = self._new_tracker()

@@ -219,4 +219,11 @@ def _solve_present(mu: np.ndarray, counts: np.ndarray, p: np.ndarray, keep: np.n
 def class_table(bound: ClassBound) -> ClassTable:
     """The `hetero_classes` policy's table from a measured bound (its classes must be routable:
     built on prompt and max_tokens)."""
-    return ClassTable(bound.classes, tuple(bound.configs), bound.mu_sim.copy(), bound.proportions.copy())
+    return ClassTable(
+        bound.classes,
+        tuple(bound.configs),
+        bound.mu_sim.copy(),
+        bound.proportions.copy(),
+        bound.class_mean_prompt.copy(),
+        bound.class_mean_output.copy(),
+    )
