@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,13 @@ def make(name: str, seed: int):
     return HeteroPolicy(seed, size_aware=True) if name == ABLATION else make_policy(name, seed)
 
 
+def sim_config(args) -> SimConfig:
+    """The simulator's settings for every run; `--no-learn-capacity` keeps each instance's C at
+    the plan's prediction (the router as it was before the online capacity fit, and ~3x faster
+    to simulate: the fit is refreshed at every 1 s stats tick of every instance)."""
+    return SimConfig(learn_capacity=args.learn_capacity)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -78,7 +86,7 @@ def run_matrix(args) -> list[dict]:
             # One period holds the trace's whole mix: the bound is measured once, on all of it.
             log(f"{cluster.name} / {tname}: fluid bound on {len(base)} requests")
             bound = fluid_bound(instances, base)
-            scale = rate_scale_for_load(base, bound, SATURATION, SimConfig())
+            scale = rate_scale_for_load(base, bound, SATURATION, sim_config(args))
             min_span_s = 300.0 if args.quick else MIN_SATURATED_SPAN_S
             copies = max(1, math.ceil(min_span_s / (base.duration_s / scale)))
             reqs = base.tiled(copies)
@@ -103,6 +111,7 @@ def run_matrix(args) -> list[dict]:
                 loads=[MODERATE, FULL, SATURATION],
                 make=make,
                 bound=bound,
+                config=sim_config(args),
                 on_run_start=start,
                 on_run_end=end,
             )
@@ -146,7 +155,7 @@ def run_speed(args) -> dict:
         for ff in (True, False):
             log(f"speed: {len(instances)} instances, conv x1, {policy}, fast_forward={ff}")
             t, cpu = time.perf_counter(), time.process_time()
-            res = Simulator(instances, make_policy(policy), reqs, SimConfig(fast_forward=ff)).run()
+            res = Simulator(instances, make_policy(policy), reqs, replace(sim_config(args), fast_forward=ff)).run()
             wall, cpu = time.perf_counter() - t, time.process_time() - cpu
             used = int(np.count_nonzero(res.total_output_tokens))
             rows.append(
@@ -374,6 +383,12 @@ def main() -> int:
     ap.add_argument("--traces", default="code,conv")
     ap.add_argument("--policies", default=",".join(["hetero", *[p for p in policy_names() if p != "hetero"], ABLATION]))
     ap.add_argument("--quick", action="store_true", help="first 3000 requests per trace")
+    ap.add_argument(
+        "--learn-capacity",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the load tracker's online capacity fit (the router's default); --no-learn-capacity: C = plan",
+    )
     ap.add_argument("--out", default=str(HERE / "scheduling.md"))
     ap.add_argument("--json", default=None, metavar="PATH", help="also write every number as JSON")
     args = ap.parse_args()

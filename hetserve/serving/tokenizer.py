@@ -39,7 +39,12 @@ class IncrementalDetokenizer:
         from tokenizers.decoders import DecodeStream
 
         self._backend = backend
+        self._skip_special_tokens = skip_special_tokens
         self._stream = DecodeStream(skip_special_tokens=skip_special_tokens)
+
+    def fresh(self) -> IncrementalDetokenizer:
+        """A new detokenizer over the same tokenizer, for another stream (state is per stream)."""
+        return IncrementalDetokenizer(self._backend, self._skip_special_tokens)
 
     def step(self, token_ids: Iterable[int]) -> str:
         parts = []
