@@ -162,6 +162,14 @@ def _is_instance_failure(exc: BaseException) -> bool:
     return False
 
 
+def _own_serve_request_context(request_id: str) -> None:
+    """Give this task its own Serve request id. The children of an `n` > 1 request call their
+    instances concurrently from one HTTP request's context, and Serve's handle keys pending
+    assignments by that context's internal request id: with one id for all, only one child is
+    ever assigned a replica and the others wait forever."""
+    serve.context._set_request_context(_internal_request_id=request_id)
+
+
 def _release_memory() -> None:
     """Give freed heap back to the OS after a burst (glibc keeps it otherwise, so an idle router
     would stay at its peak RSS)."""
@@ -612,6 +620,8 @@ class RouterServer:
     async def _complete(self, prepared: Prepared, bound_to: str | None = None) -> dict[str, Any]:
         if prepared.n > 1:
             return await fanout.complete_choices(prepared, self._bind_children, self._complete, self._abandon)
+        if bound_to is not None:  # a child of an n > 1 request, in its own task
+            _own_serve_request_context(prepared.request.request_id)
         parts: list[str] = []
         ids: list[int] = []
         logprobs: list[Any] = []
@@ -648,6 +658,8 @@ class RouterServer:
                 async for item in merged:
                     yield item
             return
+        if bound_to is not None:  # a child of an n > 1 request, iterated by its own task
+            _own_serve_request_context(prepared.request.request_id)
         rid, model, created = prepared.request.request_id, self._spec.model, prepared.created
         num_out, num_prompt, first, offset = 0, prepared.num_prompt_tokens, True, 0
         wants_lp = prepared.request.logprobs is not None
