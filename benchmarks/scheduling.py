@@ -256,6 +256,7 @@ def write_md(
     before: list[dict] | None = None,
     before_command: str = "",
     notes: str = "",
+    why: str = "",
 ) -> None:
     L = []
     L.append("# Scheduling benchmark: policies on heterogeneous clusters (simulated)\n")
@@ -365,6 +366,8 @@ def write_md(
         L.append(f"\n![{m['cluster']} {m['trace']}]({m['png']})\n")
     if before:
         L.append(changes_section(matrix, before, before_command))
+        if why:
+            L.append(why.strip() + "\n")
     if speed is None:
         path.write_text("\n".join(L) + "\n")
         return
@@ -458,7 +461,10 @@ def main() -> int:
         metavar="PATH",
         help="a run of the same grid by older code: a before/after section",
     )
-    ap.add_argument("--notes", default="", help="a paragraph for the top of the .md (scale, what was cut and why)")
+    ap.add_argument("--notes-file", default=None, help="markdown for the top of the .md (scale, what was cut and why)")
+    ap.add_argument(
+        "--changes-file", default=None, help="markdown after the before/after table (why each figure moved)"
+    )
     args = ap.parse_args()
     command = " ".join(["python benchmarks/scheduling.py", *sys.argv[1:]])
     if args.from_json:
@@ -477,7 +483,9 @@ def main() -> int:
     if args.before_json:
         old = json.loads(Path(args.before_json).read_text())
         before, before_command = old["matrix"], old.get("command", "")
-    write_md(Path(args.out), matrix, speed, command, elapsed, before, before_command or "", args.notes)
+    notes = Path(args.notes_file).read_text() if args.notes_file else ""
+    why = Path(args.changes_file).read_text() if args.changes_file else ""
+    write_md(Path(args.out), matrix, speed, command, elapsed, before, before_command or "", notes, why)
     log(f"wrote {args.out}")
     return 0
 
