@@ -30,7 +30,7 @@ from ray.exceptions import ActorDiedError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from hetserve.engines.base import EngineError, RequestTooLongError, TokenChunk
+from hetserve.engines.base import EngineError, RequestTooLongError, TokenChunk, UnsupportedParameterError
 from hetserve.records import DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_TOKENS, DeploymentPlan, RequestInfo
 from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
 from hetserve.scheduling.admission import AdmissionConfig, AdmissionQueue, Binding, Bound, Full, Queued
@@ -146,12 +146,13 @@ class _InstanceFailure(Exception):
 
 def _is_instance_failure(exc: BaseException) -> bool:
     """Failures of the instance: actor death or unavailability, Serve refusing to reach it, an
-    engine error other than the request's own (too long). The request's own 4xx never are."""
+    engine error other than the request's own (too long, a field the engine cannot honour). The
+    request's own 4xx never are."""
     if isinstance(exc, (RayActorError, BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError)):
         return True
     cause = exc
     for _ in range(10):  # RayTaskError chains
-        if isinstance(cause, RequestTooLongError | RequestError):
+        if isinstance(cause, RequestTooLongError | UnsupportedParameterError | RequestError):
             return False
         if isinstance(cause, EngineError | RayActorError):
             return True

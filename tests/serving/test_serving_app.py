@@ -181,6 +181,7 @@ def test_n_choices_through_the_app_on_one_instance(app, client):
         ({"model": MODEL, "prompt": "x", "n": 2, "temperature": 0}, "n"),
         ({"model": MODEL, "prompt": "x", "n": 2, "best_of": 4}, "best_of"),
         ({"model": MODEL, "prompt": "x", "n": 2, "logprobs": 1}, "logprobs"),  # the emulated engine, per child
+        ({"model": MODEL, "prompt": "x", "logprobs": 1}, "logprobs"),  # a 400, not an instance failure (503)
     ):
         r = requests.post(f"{app['base']}/v1/completions", json=body, timeout=30)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
