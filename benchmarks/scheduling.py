@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,13 @@ def make(name: str, seed: int):
     return HeteroPolicy(seed, size_aware=True) if name == ABLATION else make_policy(name, seed)
 
 
+def sim_config(args) -> SimConfig:
+    """The simulator's settings for every run; `--no-learn-capacity` keeps each instance's C at
+    the plan's prediction (the router as it was before the online capacity fit, and ~3x faster
+    to simulate: the fit is refreshed at every 1 s stats tick of every instance)."""
+    return SimConfig(learn_capacity=args.learn_capacity)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -78,7 +86,7 @@ def run_matrix(args) -> list[dict]:
             # One period holds the trace's whole mix: the bound is measured once, on all of it.
             log(f"{cluster.name} / {tname}: fluid bound on {len(base)} requests")
             bound = fluid_bound(instances, base)
-            scale = rate_scale_for_load(base, bound, SATURATION, SimConfig())
+            scale = rate_scale_for_load(base, bound, SATURATION, sim_config(args))
             min_span_s = 300.0 if args.quick else MIN_SATURATED_SPAN_S
             copies = max(1, math.ceil(min_span_s / (base.duration_s / scale)))
             reqs = base.tiled(copies)
@@ -103,6 +111,7 @@ def run_matrix(args) -> list[dict]:
                 loads=[MODERATE, FULL, SATURATION],
                 make=make,
                 bound=bound,
+                config=sim_config(args),
                 on_run_start=start,
                 on_run_end=end,
             )
@@ -130,6 +139,8 @@ def run_matrix(args) -> list[dict]:
                     ],
                 }
             )
+            if args.json:  # every finished cell survives an interrupted run
+                Path(args.json).write_text(json.dumps({"matrix": out, "speed": None}, indent=1, default=float))
     return out
 
 
@@ -146,7 +157,7 @@ def run_speed(args) -> dict:
         for ff in (True, False):
             log(f"speed: {len(instances)} instances, conv x1, {policy}, fast_forward={ff}")
             t, cpu = time.perf_counter(), time.process_time()
-            res = Simulator(instances, make_policy(policy), reqs, SimConfig(fast_forward=ff)).run()
+            res = Simulator(instances, make_policy(policy), reqs, replace(sim_config(args), fast_forward=ff)).run()
             wall, cpu = time.perf_counter() - t, time.process_time() - cpu
             used = int(np.count_nonzero(res.total_output_tokens))
             rows.append(
@@ -173,7 +184,8 @@ def fmt_row(r: dict) -> str:
         f"| {r['policy']} | {r['load']:g} | {r['offered_requests_per_s']:.2f} | {r['output_tokens_per_s']:,.0f} | "
         f"**{r['fraction_of_bound']:.3f}** | "
         f"{r['total_tokens_per_s']:,.0f} | {r['requests_per_s']:.2f} | {r['ttft_s']['p50']:.2f} | "
-        f"{r['ttft_s']['p99']:.2f} | {r['tpot_s']['p50'] * 1e3:.0f} | {r['e2e_s']['p99']:.1f} | "
+        f"{r['ttft_s']['p99']:.2f} | {r['tpot_s']['p50'] * 1e3:.0f} | {r['tpot_s']['p99'] * 1e3:.0f} | "
+        f"{r['e2e_s']['p99']:.1f} | "
         f"{r['goodput_requests_per_s']:.2f} | {r['wall_s']:.1f} |"
     )
 
@@ -235,13 +247,25 @@ def observations(matrix: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_md(path: Path, matrix: list[dict], speed: dict, command: str, elapsed_s: float) -> None:
+def write_md(
+    path: Path,
+    matrix: list[dict],
+    speed: dict | None,
+    command: str,
+    elapsed_s: float,
+    before: list[dict] | None = None,
+    before_command: str = "",
+    notes: str = "",
+    why: str = "",
+) -> None:
     L = []
     L.append("# Scheduling benchmark: policies on heterogeneous clusters (simulated)\n")
     L.append(
         f"Command: `{command}` (total {elapsed_s / 60:.1f} min wall). Machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} logical CPUs (shared), Python {platform.python_version()}.\n"
     )
+    if notes:
+        L.append(notes.strip() + "\n")
     L.append("""## What is measured, precisely
 
 - **Clusters**: `cluster_configs/paper_mixed.yaml` (H100/A100 TP4 + L4/A10G TP8 instances, llama-2-70b) and
@@ -325,9 +349,9 @@ def write_md(path: Path, matrix: list[dict], speed: dict, command: str, elapsed_
         )
         L.append(
             "| policy | load | offered req/s | out tok/s | /bound | total tok/s | req/s | "
-            "TTFT p50 s | TTFT p99 s | TPOT p50 ms | E2E p99 s | goodput req/s | wall s |"
+            "TTFT p50 s | TTFT p99 s | TPOT p50 ms | TPOT p99 ms | E2E p99 s | goodput req/s | wall s |"
         )
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in sorted(m["runs"], key=lambda r: (r["load"], -r["output_tokens_per_s"])):
             L.append(fmt_row(r))
         h = next(r for r in m["runs"] if r["policy"] == "hetero" and r["load"] == SATURATION)
@@ -340,6 +364,13 @@ def write_md(path: Path, matrix: list[dict], speed: dict, command: str, elapsed_
                 f"{i['capacity_share']:.3f} | {i['output_tokens_per_s']:,.0f} |"
             )
         L.append(f"\n![{m['cluster']} {m['trace']}]({m['png']})\n")
+    if before:
+        L.append(changes_section(matrix, before, before_command))
+        if why:
+            L.append(why.strip() + "\n")
+    if speed is None:
+        path.write_text("\n".join(L) + "\n")
+        return
     L.append("## Simulator speed\n")
     L.append(
         f"Full conv trace ({speed['num_requests']} requests, one hour of arrivals at the trace's own rate) on "
@@ -369,22 +400,92 @@ def write_md(path: Path, matrix: list[dict], speed: dict, command: str, elapsed_
     path.write_text("\n".join(L) + "\n")
 
 
+def changes_section(after: list[dict], before: list[dict], before_command: str) -> str:
+    """Before/after table of the batching step's change: the same cells, policies and loads run by
+    the code before the vLLM-v1-like step (`before`) and now (`after`)."""
+    L = ["## What changed with the vLLM-v1-like step (chunked prefill, one price per mixed step)\n"]
+    L.append(
+        f"Before: the same benchmark at the commit before the step changed (d9816df: a step was a "
+        f"prefill pass over the admitted prompts plus a decode pass, prefill tokens alone counted "
+        f"against the budget, no chunking), run as `{before_command}` in one process next to the "
+        "after run, at the same scale. Each run's load is relative to its own fluid bound.\n"
+    )
+    L.append(
+        "| cluster / trace | policy | load | out tok/s before | after | change | TTFT p99 s before | after | "
+        "TPOT p99 ms before | after |"
+    )
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    old = {(m["cluster"], m["trace"], r["policy"], r["load"]): r for m in before for r in m["runs"]}
+    bounds = []
+    for m in after:
+        b = next((x for x in before if (x["cluster"], x["trace"]) == (m["cluster"], m["trace"])), None)
+        if b is not None:
+            bounds.append((m, b))
+        for r in sorted(m["runs"], key=lambda r: (r["load"], r["policy"])):
+            o = old.get((m["cluster"], m["trace"], r["policy"], r["load"]))
+            if o is None:
+                continue
+            change = (r["output_tokens_per_s"] / o["output_tokens_per_s"] - 1) * 100
+            L.append(
+                f"| {m['cluster']} / {m['trace']} | {r['policy']} | {r['load']:g} | {o['output_tokens_per_s']:,.0f} | "
+                f"{r['output_tokens_per_s']:,.0f} | {change:+.1f}% | {o['ttft_s']['p99']:.2f} | {r['ttft_s']['p99']:.2f} | "
+                f"{o['tpot_s']['p99'] * 1e3:.0f} | {r['tpot_s']['p99'] * 1e3:.0f} |"
+            )
+    L.append("")
+    for m, b in bounds:
+        nb, ob = m["offered_bound"]["output_tokens_per_s"], b["offered_bound"]["output_tokens_per_s"]
+        L.append(
+            f"- {m['cluster']} / {m['trace']}: fluid bound {ob:,.0f} -> {nb:,.0f} output tok/s ({(nb / ob - 1) * 100:+.1f}%)."
+        )
+    return "\n".join(L) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--traces", default="code,conv")
     ap.add_argument("--policies", default=",".join(["hetero", *[p for p in policy_names() if p != "hetero"], ABLATION]))
     ap.add_argument("--quick", action="store_true", help="first 3000 requests per trace")
+    ap.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True, help="the simulator-speed section")
+    ap.add_argument(
+        "--learn-capacity",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the load tracker's online capacity fit (the router's default); --no-learn-capacity: C = plan",
+    )
     ap.add_argument("--out", default=str(HERE / "scheduling.md"))
     ap.add_argument("--json", default=None, metavar="PATH", help="also write every number as JSON")
+    ap.add_argument("--from-json", default=None, metavar="PATH", help="write the .md from a saved --json (no runs)")
+    ap.add_argument(
+        "--before-json",
+        default=None,
+        metavar="PATH",
+        help="a run of the same grid by older code: a before/after section",
+    )
+    ap.add_argument("--notes-file", default=None, help="markdown for the top of the .md (scale, what was cut and why)")
+    ap.add_argument(
+        "--changes-file", default=None, help="markdown after the before/after table (why each figure moved)"
+    )
     args = ap.parse_args()
-    t = time.perf_counter()
-    matrix = run_matrix(args)
-    speed = run_speed(args)
-    elapsed = time.perf_counter() - t
     command = " ".join(["python benchmarks/scheduling.py", *sys.argv[1:]])
-    if args.json:
-        Path(args.json).write_text(json.dumps({"matrix": matrix, "speed": speed}, indent=1, default=float))
-    write_md(Path(args.out), matrix, speed, command, elapsed)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        matrix, speed = saved["matrix"], saved.get("speed")
+        command, elapsed = saved.get("command", command), float(saved.get("elapsed_s", 0.0))
+    else:
+        t = time.perf_counter()
+        matrix = run_matrix(args)
+        speed = run_speed(args) if args.speed else None
+        elapsed = time.perf_counter() - t
+        if args.json:
+            saved = {"matrix": matrix, "speed": speed, "command": command, "elapsed_s": elapsed}
+            Path(args.json).write_text(json.dumps(saved, indent=1, default=float))
+    before = before_command = None
+    if args.before_json:
+        old = json.loads(Path(args.before_json).read_text())
+        before, before_command = old["matrix"], old.get("command", "")
+    notes = Path(args.notes_file).read_text() if args.notes_file else ""
+    why = Path(args.changes_file).read_text() if args.changes_file else ""
+    write_md(Path(args.out), matrix, speed, command, elapsed, before, before_command or "", notes, why)
     log(f"wrote {args.out}")
     return 0
 

@@ -19,6 +19,11 @@ fast one could have started sooner). With it:
   equivalents). A request that does not fit is refused at once (`Full`, with a Retry-After
   estimate: the queued work over the healthy instances' capacity), never queued without limit.
 
+A request with `n` > 1 choices arrives as n child requests (`offer_group`): they count as n
+requests against every bound (queue count, queued work, slots, KV), are refused or queued all
+together, and are bound to one instance, the one the policy picks for the first, so that the
+shared prompt is computed once there and reused from its prefix cache (serving/fanout.py).
+
 With `late_binding=False` a request is placed at arrival on any eligible instance (the policy's
 own choice, as without admission control) and only the bound applies: the requests beyond the
 cluster's slots count as the queue.
@@ -98,6 +103,7 @@ class _Entry(Generic[T]):
     request: RequestInfo
     work: float
     exclude: frozenset[str] = field(default_factory=frozenset)
+    group: str | None = None  # children of one n > 1 request share it (and their instance)
 
 
 class AdmissionQueue(Generic[T]):
@@ -116,6 +122,8 @@ class AdmissionQueue(Generic[T]):
         self._kv_demand: dict[str, float] = {}  # per instance: KV demand of the requests bound here
         self._num_bound: dict[str, int] = {}
         self._bound: dict[str, tuple[str, float]] = {}  # request id -> (instance, its KV demand)
+        self._group_left: dict[str, int] = {}  # group -> its children still queued
+        self._group_instance: dict[str, str] = {}  # group -> where its first child was bound
         self.num_refused = 0
         self.num_queued_total = 0
 
@@ -229,6 +237,7 @@ class AdmissionQueue(Generic[T]):
         if entry is None:
             return False
         self._drop_work(entry)
+        self._leave_group(entry)
         return True
 
     def next_binding(self, views: Sequence[InstanceView], now_s: float) -> Binding[T] | None:
@@ -244,20 +253,101 @@ class AdmissionQueue(Generic[T]):
         if not eligible:
             self._queue.popitem(last=False)
             self._drop_work(entry)
+            self._leave_group(entry)
             return Binding(entry.item, entry.request, None, "no healthy instance can hold it any more")
+        pinned = self._group_instance.get(entry.group) if entry.group is not None else None
+        sibling = next((v for v in eligible if v.instance_id == pinned), None)
+        if sibling is not None:  # a child of a group already bound: joins its siblings
+            self._queue.popitem(last=False)
+            self._drop_work(entry)
+            self._on_bound(entry.request, sibling)
+            self._leave_group(entry)
+            return Binding(entry.item, entry.request, sibling.instance_id)
         roomy = [v for v in eligible if self.has_room(v, entry.request)]
         if not roomy:
             return None
         self._queue.popitem(last=False)
         self._drop_work(entry)
-        return Binding(entry.item, entry.request, self._bind(entry.request, roomy, now_s))
+        iid = self._bind(entry.request, roomy, now_s)
+        if entry.group is not None:
+            self._group_instance[entry.group] = iid
+        self._leave_group(entry)
+        return Binding(entry.item, entry.request, iid)
 
     def drain_all(self) -> list[Binding[T]]:
         """Empty the queue (shutdown): every entry unbound."""
         out = [Binding(e.item, e.request, None, "the router is shutting down") for e in self._queue.values()]
         self._queue.clear()
         self._queued_work = 0.0
+        self._group_left.clear()
+        self._group_instance.clear()
         return out
+
+    def offer_group(
+        self, requests: Sequence[RequestInfo], items: Sequence[T], views: Sequence[InstanceView], now_s: float
+    ) -> list[Bound | Queued] | Full:
+        """Place, queue or refuse the n children of one request with `n` > 1 (same prompt and
+        max_tokens), as n requests: refused unless the queue holds all n (count and work),
+        placed at once when the first has room somewhere (the others follow it onto that
+        instance, which may take them past its slots by n-1: its engine queues them, as vLLM
+        queues the children of one request), else queued together and bound, when the first
+        leaves the queue, where it goes. One decision per child, in order. Raises
+        NoInstanceError if none can hold them."""
+        first, n = requests[0], len(requests)
+        eligible = _eligible(first, views, frozenset())
+        if not eligible:
+            raise NoInstanceError(
+                f"no healthy instance can hold request {first.request_id} "
+                f"({first.num_prompt_tokens} prompt + {first.max_tokens} max tokens; "
+                f"{sum(v.healthy for v in views)} healthy)"
+            )
+        w = _work(first, eligible)
+        if not self.config.late_binding:
+            slots = sum(self._slots.get(v.instance_id, math.inf) for v in eligible)
+            excess = max(0.0, sum(v.num_outstanding for v in eligible) - slots)
+            if excess + n > self.config.max_queue_requests:
+                return self._refuse(eligible, 0.0, n * w, "the cluster's queues are full")
+            return self._bind_together(requests, eligible, now_s)
+        if not self._queue:
+            roomy = [v for v in eligible if self.has_room(v, first)]
+            if roomy:
+                return self._bind_together(requests, roomy, now_s)
+        if len(self._queue) + n > self.config.max_queue_requests:
+            return self._refuse(
+                eligible, self._queued_work, n * w, f"{len(self._queue)} requests wait already ({n} choices asked)"
+            )
+        if self._queued_work + n * w > self.config.max_queue_work_tokens and self._queue:
+            return self._refuse(
+                eligible, self._queued_work, n * w, f"{self._queued_work:.0f} tokens of work wait already"
+            )
+        group = first.request_id
+        self._group_left[group] = n
+        for request, item in zip(requests, items, strict=True):
+            self._queue[request.request_id] = _Entry(item, request, w, group=group)
+            self._queued_work += w
+            self.num_queued_total += 1
+        return [Queued(len(self._queue) - n + i + 1) for i in range(n)]
+
+    def _bind_together(
+        self, requests: Sequence[RequestInfo], candidates: Sequence[InstanceView], now_s: float
+    ) -> list[Bound | Queued]:
+        iid = self._bind(requests[0], candidates, now_s)
+        view = next(v for v in candidates if v.instance_id == iid)
+        for request in requests[1:]:
+            self._on_bound(request, view)
+        out: list[Bound | Queued] = [Bound(iid) for _ in requests]
+        return out
+
+    def _leave_group(self, entry: _Entry[T]) -> None:
+        """A grouped child left the queue; the group's pin goes with its last queued child."""
+        if entry.group is None:
+            return
+        left = self._group_left.get(entry.group, 1) - 1
+        if left > 0:
+            self._group_left[entry.group] = left
+        else:
+            self._group_left.pop(entry.group, None)
+            self._group_instance.pop(entry.group, None)
 
     # ---- internals -------------------------------------------------------------------------
     def _drop_work(self, entry: _Entry[T]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hetserve.records import DEFAULT_OUTPUT_TOKENS, InstanceStats, LatencyCoeffs, RequestInfo
@@ -82,6 +82,9 @@ class _TrackedInstance:
     prior: LatencyCoeffs | None = None  # the plan's step-time coefficients (None: saturated-stretch rule)
     fit: OnlineFit | None = None
     estimate: CapacityEstimate | None = None
+    # This instance's flights, in dispatch order (the tracker's _flights, indexed by instance): a
+    # report is reconciled against its own instance's flights, not a scan of every flight.
+    flights: dict[str, _Flight] = field(default_factory=dict)
 
 
 class LoadTracker:
@@ -210,10 +213,10 @@ class LoadTracker:
 
     def remove_instance(self, instance_id: str) -> None:
         """Forget the instance and the requests in flight there (the router fails or retries them)."""
-        self._instances.pop(instance_id, None)
-        self._order = [self._instances[i] for i in sorted(self._instances)]
+        self._order = [self._instances[i] for i in sorted(self._instances) if i != instance_id]
         self._last_reconcile_s.pop(instance_id, None)
-        for rid in [r for r, f in self._flights.items() if f.instance_id == instance_id]:
+        inst = self._instances.pop(instance_id, None)
+        for rid in inst.flights if inst is not None else ():
             del self._flights[rid]
 
     def set_healthy(self, instance_id: str, healthy: bool) -> None:
@@ -249,6 +252,7 @@ class LoadTracker:
         flight = _Flight(instance_id, now_s, request.max_tokens, self.prefill_weight * request.num_prompt_tokens, est)
         w = flight.recompute()
         self._flights[request.request_id] = flight
+        inst.flights[request.request_id] = flight
         inst.tracked_tokens += w
         inst.num_tracked += 1
         self._mean_work += 0.05 * (w - self._mean_work)
@@ -325,6 +329,7 @@ class LoadTracker:
             return None
         inst = self._instances.get(flight.instance_id)
         if inst is not None:
+            inst.flights.pop(request_id, None)
             inst.tracked_tokens = max(0.0, inst.tracked_tokens - flight.remaining)
             inst.num_tracked -= 1
             if inst.num_tracked == 0:
@@ -364,11 +369,7 @@ class LoadTracker:
     ) -> None:
         held = set(held_ids)
         cutoff = report_s - self.report_grace_s
-        lost = [
-            rid
-            for rid, f in self._flights.items()
-            if f.instance_id == instance_id and f.dispatch_s < cutoff and rid not in held
-        ]
+        lost = [rid for rid, f in inst.flights.items() if f.dispatch_s < cutoff and rid not in held]
         for rid in lost:
             self._forget(rid)
         flights, done = self._flights, self._recent_done
@@ -376,11 +377,7 @@ class LoadTracker:
 
     def _reconcile_counts(self, instance_id: str, inst: _TrackedInstance, on_engine: int, report_s: float) -> None:
         cutoff = report_s - self.report_grace_s
-        old = sorted(
-            (f.dispatch_s, rid)
-            for rid, f in self._flights.items()
-            if f.instance_id == instance_id and f.dispatch_s < cutoff
-        )
+        old = sorted((f.dispatch_s, rid) for rid, f in inst.flights.items() if f.dispatch_s < cutoff)
         for _, rid in old[: max(0, len(old) - on_engine)]:
             self._forget(rid)
         inst.num_external = max(0, on_engine - inst.num_tracked)

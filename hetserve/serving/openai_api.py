@@ -1,8 +1,9 @@
 """OpenAI-compatible request and response bodies (pydantic: they cross the HTTP boundary).
 
-Only what hetserve serves: one choice per request (n=1), text or token-id prompts. Sampling
-fields pass through to the engine, bounded as vLLM bounds them (logprobs/top_logprobs 0..20,
-vLLM's default max_logprobs); an engine that cannot honour one refuses it with the field named.
+Only what hetserve serves: text or token-id prompts, `n` choices per request (1..128, OpenAI's
+documented bound; the router fans them out, serving/fanout.py). Sampling fields pass through to
+the engine, bounded as vLLM bounds them (logprobs/top_logprobs 0..20, vLLM's default
+max_logprobs); an engine that cannot honour one refuses it with the field named.
 `user` is accepted and ignored; anything unknown is refused with the field named. No ray import.
 """
 
@@ -35,6 +36,9 @@ __all__ = [
 
 
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs: the most alternatives per token it returns
+# Choices per request: OpenAI documents n <= 128 (vLLM's own bound, VLLM_MAX_N_SEQUENCES, is 16384);
+# each choice is a full generation, so the smaller bound also bounds one request's fan-out.
+MAX_N = 128
 # Bounds on what one request may carry (vLLM's server refuses a seed beyond int64 too); the
 # router's body-size limit bounds the rest.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -59,7 +63,7 @@ class _Sampling(_Body):
     model: str = Field(description="Served model name (see /v1/models).")
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    n: Literal[1] = Field(default=1, description="Choices per request; hetserve serves one.")
+    n: int = Field(default=1, ge=1, le=MAX_N, description=f"Choices per request (1-{MAX_N}), each a full generation.")
     stream: bool = Field(default=False, description="Server-sent events, one per chunk, then `data: [DONE]`.")
     stream_options: StreamOptions | None = None
     stop: StopString | list[StopString] | None = Field(

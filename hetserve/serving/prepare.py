@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from hetserve.engines.base import GenerateRequest, TokenChunk
 from hetserve.records import DEFAULT_MAX_TOKENS, RequestInfo
 from hetserve.serving.errors import RequestError, from_validation_errors
+from hetserve.serving.fanout import check_choices
 from hetserve.serving.openai_api import ChatCompletionRequest, CompletionRequest, new_request_id
 from hetserve.serving.tokenizer import IncrementalDetokenizer, PromptTokenizer, TokenizerError
 
@@ -44,6 +45,7 @@ class Prepared:
     created: int
     detokenizer: IncrementalDetokenizer | None = None  # set when the engine streams ids only
     return_token_ids: bool = False
+    n: int = 1  # choices; above 1 the router fans out n child generations (serving/fanout.py)
 
     def text_of(self, chunk: TokenChunk) -> str:
         """A chunk's new text: the engine's, or the router's incremental detokenization."""
@@ -143,7 +145,7 @@ class RequestPreparer:
         )
         detok = self.tokenizer.detokenizer() if self.detokenize and self.tokenizer is not None else None
         return Prepared(
-            kind, req, num_prompt_tokens, body.include_usage, int(time.time()), detok, body.return_token_ids
+            kind, req, num_prompt_tokens, body.include_usage, int(time.time()), detok, body.return_token_ids, body.n
         )
 
     def _check_ids(self, ids: list[int], param: str) -> None:
@@ -161,6 +163,8 @@ class RequestPreparer:
             self._check_ids(body.stop_token_ids, "stop_token_ids")
         if body.allowed_token_ids:
             self._check_ids(body.allowed_token_ids, "allowed_token_ids")
+        if body.n > 1:
+            check_choices(body.n, body.temperature, body.seed)
         if body.min_tokens > max_tokens:
             raise RequestError(
                 400,

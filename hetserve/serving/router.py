@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +30,12 @@ from ray.exceptions import ActorDiedError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from hetserve.engines.base import EngineError, RequestTooLongError, TokenChunk
+from hetserve.engines.base import EngineError, RequestTooLongError, TokenChunk, UnsupportedParameterError
 from hetserve.records import DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_TOKENS, DeploymentPlan, PlanClasses, RequestInfo
 from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
-from hetserve.scheduling.admission import AdmissionConfig, AdmissionQueue, Binding, Bound, Full
+from hetserve.scheduling.admission import AdmissionConfig, AdmissionQueue, Binding, Bound, Full, Queued
 from hetserve.scheduling.base import InstanceView
-from hetserve.serving import door
+from hetserve.serving import door, fanout
 from hetserve.serving.door import BodyTooLarge, DoorMiddleware
 from hetserve.serving.engine_deployment import stats_from_routing
 from hetserve.serving.errors import RequestError, from_exception, from_validation_errors
@@ -147,12 +147,13 @@ class _InstanceFailure(Exception):
 
 def _is_instance_failure(exc: BaseException) -> bool:
     """Failures of the instance: actor death or unavailability, Serve refusing to reach it, an
-    engine error other than the request's own (too long). The request's own 4xx never are."""
+    engine error other than the request's own (too long, a field the engine cannot honour). The
+    request's own 4xx never are."""
     if isinstance(exc, (RayActorError, BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError)):
         return True
     cause = exc
     for _ in range(10):  # RayTaskError chains
-        if isinstance(cause, RequestTooLongError | RequestError):
+        if isinstance(cause, RequestTooLongError | UnsupportedParameterError | RequestError):
             return False
         if isinstance(cause, EngineError | RayActorError):
             return True
@@ -161,6 +162,14 @@ def _is_instance_failure(exc: BaseException) -> bool:
             break
         cause = nxt
     return False
+
+
+def _own_serve_request_context(request_id: str) -> None:
+    """Give this task its own Serve request id. The children of an `n` > 1 request call their
+    instances concurrently from one HTTP request's context, and Serve's handle keys pending
+    assignments by that context's internal request id: with one id for all, only one child is
+    ever assigned a replica and the others wait forever."""
+    serve.context._set_request_context(_internal_request_id=request_id)
 
 
 def _release_memory() -> None:
@@ -408,6 +417,49 @@ class RouterServer:
             fut.cancel()
             raise
 
+    async def _bind_children(self, children: Sequence[Prepared]) -> list[str]:
+        """`_bind` for the children of an `n` > 1 request (serving/fanout.py): admitted, refused
+        (429, as n requests) or queued together, and bound to one instance."""
+        if not self._instances:
+            await self._wait_for_instances()
+        now_s = time.monotonic()
+        infos = [placement_info(c, now_s) for c in children]
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future] = [loop.create_future() for _ in infos]
+        try:
+            decisions = self._admission.offer_group(infos, futs, self._routable_views(now_s), now_s)
+        except NoInstanceError as exc:
+            raise self._unavailable(str(exc)) from None
+        if isinstance(decisions, Full):
+            self._counts["refused_429"] += 1
+            raise RequestError(
+                429,
+                f"the service is at capacity ({decisions.reason}); retry after {math.ceil(decisions.retry_after_s)} s",
+                type="rate_limit_exceeded",
+                code="queue_full",
+                retry_after_s=decisions.retry_after_s,
+            )
+        for info, fut, decision in zip(infos, futs, decisions, strict=True):
+            if isinstance(decision, Bound):
+                self._dispatch(info, decision.instance_id, now_s)
+                fut.set_result(decision.instance_id)
+            elif isinstance(decision, Queued):
+                self._counts["queued"] += 1
+        self._busy_since_trim = True
+        gathered = asyncio.gather(*futs)
+        try:
+            return list(await asyncio.wait_for(asyncio.shield(gathered), self._spec.queue_timeout_s))
+        except BaseException as exc:  # timeout, refusal of one child, or the client went away
+            gathered.cancel()
+            for info, fut in zip(infos, futs, strict=True):
+                self._admission.remove(info.request_id)
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    self._abandon(info.request_id, fut.result())
+                fut.cancel()
+            if isinstance(exc, TimeoutError):
+                raise self._unavailable(f"waited {self._spec.queue_timeout_s:.0f} s in the router's queue") from None
+            raise
+
     def _abandon(self, request_id: str, instance_id: str) -> None:
         """A dispatched request that never reached its instance (its client left first)."""
         now_s = time.monotonic()
@@ -417,11 +469,14 @@ class RouterServer:
         self._health.on_abandon(instance_id)
 
     # ---- dispatch ----------------------------------------------------------------------------
-    async def _stream_tokens(self, prepared: Prepared, buffered: bool = False) -> AsyncIterator[TokenChunk]:
+    async def _stream_tokens(
+        self, prepared: Prepared, buffered: bool = False, bound_to: str | None = None
+    ) -> AsyncIterator[TokenChunk]:
         """Admit, place and stream the request's chunks, retrying failed instances.
 
         `buffered` (unary requests): chunks are held until the request completes, so a failure at
-        any point before that is retried elsewhere. Streams retry only before their first chunk."""
+        any point before that is retried elsewhere. Streams retry only before their first chunk.
+        `bound_to`: already admitted and dispatched there (a child of an `n` > 1 request)."""
         req = prepared.request
         arrival_s = time.monotonic()
         tried: set[str] = set()
@@ -432,7 +487,7 @@ class RouterServer:
                 await asyncio.sleep(self._spec.retry_backoff_s * 2 ** (attempt - 1))
             info = placement_info(prepared, time.monotonic())
             try:
-                instance_id = await self._bind(info, frozenset(tried))
+                instance_id = bound_to if bound_to and not attempt else await self._bind(info, frozenset(tried))
             except RequestError as err:
                 if last is not None and err.status_code == 503:
                     break  # nowhere left to retry: report the instance's failure
@@ -564,13 +619,17 @@ class RouterServer:
                 self._metrics.latency(inst.tags, ttft, tpot, end_s - arrival_s)
             self._pump()  # its slot is free: bind the next queued request
 
-    async def _complete(self, prepared: Prepared) -> dict[str, Any]:
+    async def _complete(self, prepared: Prepared, bound_to: str | None = None) -> dict[str, Any]:
+        if prepared.n > 1:
+            return await fanout.complete_choices(prepared, self._bind_children, self._complete, self._abandon)
+        if bound_to is not None:  # a child of an n > 1 request, in its own task
+            _own_serve_request_context(prepared.request.request_id)
         parts: list[str] = []
         ids: list[int] = []
         logprobs: list[Any] = []
         finish, num_out, num_prompt = None, 0, prepared.num_prompt_tokens
         prompt_ids = prepared.request.prompt_token_ids
-        async for chunk in self._stream_tokens(prepared, buffered=True):
+        async for chunk in self._stream_tokens(prepared, buffered=True, bound_to=bound_to):
             parts.append(prepared.text_of(chunk))
             ids.extend(chunk.token_ids)
             logprobs.extend(chunk.logprobs or ())
@@ -590,12 +649,23 @@ class RouterServer:
         lp = chat_logprobs(logprobs) if wants_lp else None
         return chat_response(rid, model, text, finish, usage, prepared.created, lp, extra, choice_extra)
 
-    async def _chunk_dicts(self, prepared: Prepared) -> AsyncGenerator[dict[str, Any], None]:
+    async def _chunk_dicts(
+        self, prepared: Prepared, bound_to: str | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """OpenAI stream chunks; a chat stream carries the assistant role in its first chunk."""
+        if prepared.n > 1:
+            async with aclosing(
+                fanout.stream_choices(prepared, self._bind_children, self._chunk_dicts, self._abandon)
+            ) as merged:
+                async for item in merged:
+                    yield item
+            return
+        if bound_to is not None:  # a child of an n > 1 request, iterated by its own task
+            _own_serve_request_context(prepared.request.request_id)
         rid, model, created = prepared.request.request_id, self._spec.model, prepared.created
         num_out, num_prompt, first, offset = 0, prepared.num_prompt_tokens, True, 0
         wants_lp = prepared.request.logprobs is not None
-        async for chunk in self._stream_tokens(prepared):
+        async for chunk in self._stream_tokens(prepared, bound_to=bound_to):
             num_out = chunk.num_output_tokens
             num_prompt = chunk.num_prompt_tokens or num_prompt  # the engine's count
             text = prepared.text_of(chunk)

@@ -18,9 +18,13 @@ from typing import Any
 
 __all__ = ["IncrementalDetokenizer", "PromptTokenizer", "TokenizerError", "load_tokenizer"]
 
-# Output vocabulary of the emulated engine: whole lower-case words with a leading space, so the
+# Output vocabulary of the emulated engine: whole lower-case words that start a word, so the
 # text of any sequence of them re-encodes to exactly those ids (a client counting tokens agrees).
-_WORD = re.compile(r"^ [a-z]{2,12}$")
+# Read from the vocabulary's pieces, not from decoding one id alone: a word-start piece is
+# "Ġword" in byte-level BPE (GPT-2, Llama 3) and "▁word" in SentencePiece (Llama 2, Mistral), and
+# SentencePiece decoders drop the space of a sequence's first piece, so "▁word" alone decodes to
+# "word", without the space that marks it.
+_WORD_PIECE = re.compile("^[\u0120\u2581][a-z]{2,12}$")
 _MAX_OUTPUT_VOCAB = 256
 
 
@@ -39,7 +43,12 @@ class IncrementalDetokenizer:
         from tokenizers.decoders import DecodeStream
 
         self._backend = backend
+        self._skip_special_tokens = skip_special_tokens
         self._stream = DecodeStream(skip_special_tokens=skip_special_tokens)
+
+    def fresh(self) -> IncrementalDetokenizer:
+        """A new detokenizer over the same tokenizer, for another stream (state is per stream)."""
+        return IncrementalDetokenizer(self._backend, self._skip_special_tokens)
 
     def step(self, token_ids: Iterable[int]) -> str:
         parts = []
@@ -79,16 +88,19 @@ class PromptTokenizer:
     def detokenizer(self) -> IncrementalDetokenizer:
         return IncrementalDetokenizer(self.hf.backend_tokenizer)
 
+    def _round_trips(self, token_ids: list[int]) -> bool:
+        return self.hf.encode(self.hf.decode(token_ids), add_special_tokens=False) == token_ids
+
     def output_vocabulary(self, limit: int = _MAX_OUTPUT_VOCAB) -> tuple[int, ...]:
-        """Token ids the emulated engine may emit: each a whole word with a leading space whose
-        text encodes back to that one id, so a client re-tokenizing the output counts exactly
-        the emitted tokens. Deterministic (ascending ids)."""
+        """Token ids the emulated engine may emit: each a word-start piece of a whole word whose
+        text (alone, and repeated) encodes back to those ids, so a client re-tokenizing the
+        output counts exactly the emitted tokens. Deterministic (ascending ids)."""
         out: list[int] = []
         for token_id in range(self.vocab_size):
-            text = self.hf.decode([token_id])
-            if not _WORD.match(text):
+            piece = self.hf.convert_ids_to_tokens(token_id)
+            if not isinstance(piece, str) or not _WORD_PIECE.match(piece):
                 continue
-            if self.hf.encode(text, add_special_tokens=False) != [token_id]:
+            if not self._round_trips([token_id]) or not self._round_trips([token_id, token_id]):
                 continue
             out.append(token_id)
             if len(out) >= limit:

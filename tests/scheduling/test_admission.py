@@ -117,3 +117,80 @@ def test_a_retry_is_never_refused_and_waits_first():
     tracker.on_complete("r1", 1.0)
     b = queue.next_binding(tracker.views(), 1.0)
     assert b is not None and (b.item, b.instance_id) == ("retry", "slow")
+
+
+def _children(parent: str, n: int, prompt: int = 64, max_tokens: int = 32) -> list[RequestInfo]:
+    return [RequestInfo(f"{parent}-{i}", prompt, max_tokens) for i in range(n)]
+
+
+def test_the_children_of_an_n_request_are_placed_together_as_n_requests():
+    """n=3 on an idle cluster: all three on the instance the policy picks for the first (the
+    shared prompt's prefix cache), each counted there as a request; round robin would have
+    spread three separate requests over both instances."""
+    tracker, _, queue = _setup(slots=4, max_queue_requests=10)
+    queue.policy = make_policy("round_robin")
+    kids = _children("g", 3)
+    decisions = queue.offer_group(kids, ["a", "b", "c"], tracker.views(), 0.0)
+    assert isinstance(decisions, list) and len({d.instance_id for d in decisions}) == 1
+    where = decisions[0].instance_id
+    for kid in kids:
+        tracker.on_dispatch(kid, where, 0.0)
+    view = next(v for v in tracker.views() if v.instance_id == where)
+    assert view.num_outstanding == 3  # n requests' work in the scheduler's view
+    spread = [queue.offer(_req(i), "x", tracker.views(), 0.0) for i in range(3)]
+    assert len({d.instance_id for d in spread}) == 2  # the same policy, separate requests
+
+
+def test_an_n_request_is_refused_unless_the_queue_holds_all_n():
+    tracker, _, queue = _setup(slots=1, max_queue_requests=3)
+    for i in range(2):  # both instances busy: everything new queues
+        d = queue.offer(_req(i), "x", tracker.views(), 0.0)
+        tracker.on_dispatch(_req(i), d.instance_id, 0.0)
+    assert isinstance(queue.offer(_req(2), "x", tracker.views(), 0.0), Queued)
+    full = queue.offer_group(_children("g", 3), ["a", "b", "c"], tracker.views(), 0.0)
+    assert isinstance(full, Full) and "3 choices" in full.reason  # 1 + 3 > 3, though 1 + 1 fits
+    ok = queue.offer_group(_children("h", 2), ["a", "b"], tracker.views(), 0.0)
+    assert ok == [Queued(2), Queued(3)] and len(queue) == 3
+
+    # The work bound counts n requests' work too.
+    tracker, _, queue = _setup(slots=1, max_queue_requests=100, max_queue_work_tokens=100.0)
+    for i in range(2):
+        d = queue.offer(_req(i), "x", tracker.views(), 0.0)
+        tracker.on_dispatch(_req(i), d.instance_id, 0.0)
+    assert isinstance(queue.offer(_req(2, max_tokens=64), "x", tracker.views(), 0.0), Queued)  # ~45 tokens
+    assert isinstance(queue.offer_group(_children("g", 2, max_tokens=64), "ab", tracker.views(), 0.0), Full)
+    assert isinstance(queue.offer(_req(3, max_tokens=64), "x", tracker.views(), 0.0), Queued)
+
+
+def test_queued_children_bind_together_where_the_first_goes():
+    tracker, _, queue = _setup(slots=1, max_queue_requests=10)
+    placed = {}
+    for i in range(2):
+        d = queue.offer(_req(i), "x", tracker.views(), 0.0)
+        tracker.on_dispatch(_req(i), d.instance_id, 0.0)
+        placed[d.instance_id] = _req(i).request_id
+    kids = _children("g", 3)
+    assert queue.offer_group(kids, ["a", "b", "c"], tracker.views(), 0.0) == [Queued(1), Queued(2), Queued(3)]
+    assert queue.offer(_req(5), "x", tracker.views(), 0.0) == Queued(4)
+    tracker.on_complete(placed["slow"], 0.1)  # the slow instance frees one slot
+    got = []
+    while (b := queue.next_binding(tracker.views(), 0.1)) is not None:
+        tracker.on_dispatch(b.request, b.instance_id, 0.1)
+        got.append((b.item, b.instance_id))
+    # All three children follow the first onto "slow" (past its one slot: its engine queues
+    # them); the plain request behind them waits for room.
+    assert got == [("a", "slow"), ("b", "slow"), ("c", "slow")] and len(queue) == 1
+    tracker.on_complete(placed["fast"], 0.2)
+    b = queue.next_binding(tracker.views(), 0.2)
+    assert b is not None and (b.item, b.instance_id) == ("x", "fast")
+
+
+def test_a_group_leaving_the_queue_forgets_its_instance():
+    tracker, _, queue = _setup(slots=1, max_queue_requests=10)
+    for i in range(2):
+        d = queue.offer(_req(i), "x", tracker.views(), 0.0)
+        tracker.on_dispatch(_req(i), d.instance_id, 0.0)
+    kids = _children("g", 2)
+    queue.offer_group(kids, ["a", "b"], tracker.views(), 0.0)
+    assert queue.remove("g-0") and queue.remove("g-1") and len(queue) == 0
+    assert queue._group_left == {} and queue._group_instance == {}

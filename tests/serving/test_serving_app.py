@@ -128,6 +128,65 @@ def test_openai_client_chat_unary_and_streaming(client):
     assert [m.id for m in client.models.list().data] == [MODEL]
 
 
+def _instance_output_tokens(base: str) -> dict[str, int]:
+    rows = requests.get(f"{base}/v1/hetserve/instances", timeout=10).json()["data"]
+    return {r["instance_id"]: r["total_output_tokens"] or 0 for r in rows}
+
+
+def test_n_choices_through_the_app_on_one_instance(app, client):
+    """n=3 over HTTP: three choices indexed 0-2, usage with the prompt counted once and the
+    outputs summed, streamed chunks carrying their choice's index; all three children ran on
+    one instance (its engine-reported output grew by 3 x max_tokens, the others' by nothing);
+    n beyond 128 and greedy n > 1 are refused naming `n`."""
+    before = _instance_output_tokens(app["base"])
+    unary = client.completions.create(model=MODEL, prompt="Tell me a story", max_tokens=40, n=3, seed=11)
+    assert [c.index for c in unary.choices] == [0, 1, 2]
+    assert all(c.finish_reason == "length" and len(c.text.split()) == 40 for c in unary.choices)
+    assert len({c.text for c in unary.choices}) == 3  # seeds 11, 12, 13
+    assert (unary.usage.prompt_tokens, unary.usage.completion_tokens) == (len("Tell me a story") // 4, 120)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # engine reports arrive every stats period
+        grown = {i: n - before.get(i, 0) for i, n in _instance_output_tokens(app["base"]).items()}
+        if sum(grown.values()) >= 120:
+            break
+        time.sleep(0.25)
+    # (Reports of earlier tests' few tokens may land in the same window: at most tens.)
+    big = [v for v in grown.values() if v >= 40]
+    assert len(big) == 1 and big[0] >= 120, grown
+
+    messages = [{"role": "user", "content": "Hi there!"}]
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=messages,
+            max_tokens=6,
+            n=3,
+            seed=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    body, usage = chunks[:-1], chunks[-1]
+    assert {c.choices[0].index for c in body} == {0, 1, 2} and len({c.id for c in chunks}) == 1
+    for i in range(3):
+        mine = [c.choices[0] for c in body if c.choices[0].index == i]
+        assert mine[0].delta.role == "assistant" and mine[-1].finish_reason == "length"
+        assert len("".join(m.delta.content or "" for m in mine).split()) == 6
+    assert usage.choices == [] and usage.usage.completion_tokens == 18
+    chat = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, n=3, seed=5)
+    assert chat.usage.prompt_tokens == usage.usage.prompt_tokens and chat.usage.completion_tokens == 18
+
+    for body, param in (
+        ({"model": MODEL, "prompt": "x", "n": 129}, "n"),
+        ({"model": MODEL, "prompt": "x", "n": 2, "temperature": 0}, "n"),
+        ({"model": MODEL, "prompt": "x", "n": 2, "best_of": 4}, "best_of"),
+        ({"model": MODEL, "prompt": "x", "n": 2, "logprobs": 1}, "logprobs"),  # the emulated engine, per child
+        ({"model": MODEL, "prompt": "x", "logprobs": 1}, "logprobs"),  # a 400, not an instance failure (503)
+    ):
+        r = requests.post(f"{app['base']}/v1/completions", json=body, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
 def test_raw_sse_framing_ends_with_done(app):
     resp = requests.post(
         f"{app['base']}/v1/completions",
@@ -253,7 +312,7 @@ def test_bad_requests_get_4xx_json_naming_the_problem_and_others_are_unaffected(
             "longer than the context",
         ),
         ({"model": MODEL, "prompt": [1, 2, 10**9], "max_tokens": 2}, 400, "invalid_value", "outside the vocabulary"),
-        ({"model": MODEL, "prompt": "x", "n": 3}, 400, "invalid_value", "body.n"),
+        ({"model": MODEL, "prompt": "x", "n": 129}, 400, "invalid_value", "body.n"),
         ({"model": MODEL, "prompt": "x", "best_of_everything": 1}, 400, "invalid_value", "best_of_everything"),
     ]
     for body, status, code, needle in cases:

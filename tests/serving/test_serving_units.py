@@ -123,7 +123,7 @@ def test_completion_body_validation():
     for bad, field in (
         ({"model": "m", "prompt": []}, "prompt"),
         ({"model": "m", "prompt": [1, -3]}, "prompt"),
-        ({"model": "m", "prompt": "x", "n": 2}, "n"),
+        ({"model": "m", "prompt": "x", "n": 129}, "n"),
         ({"model": "m", "prompt": "x", "max_tokens": 0}, "max_tokens"),
         ({"model": "m", "prompt": "x", "temperature": 3}, "temperature"),
         ({"model": "m", "prompt": "x", "echo": True}, "echo"),

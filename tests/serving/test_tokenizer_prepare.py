@@ -192,3 +192,63 @@ def test_sampling_fields_pass_through_to_the_engine_request():
         2,
     )
     assert GenerateRequest("x", 4).logprobs is None
+
+
+def _llama2_style_tokenizer(out_dir: Path) -> Path:
+    """A tiny SentencePiece-style tokenizer.json laid out as Llama 2's: "▁"-prefixed pieces, the
+    normalizer prepends "▁" and turns spaces into "▁", the decoder strips the first space, byte
+    fallback. Trained locally on word-split text, as SentencePiece never merges across words."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    words = "the quick brown fox jumps over lazy dog serving model tokens router instance batch prompt".split()
+    corpus = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(400)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.pre_tokenizer = None  # Llama 2's tokenizer.json: the normalizer does it
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(out_dir)
+    return out_dir
+
+
+def test_emulated_output_vocabulary_of_a_sentencepiece_tokenizer(tmp_path):
+    """With "▁word" pieces (a lone one decodes without its space) the emulated engine still finds
+    whole-word ids, and any sequence of them re-encodes to itself, streamed or not."""
+    for name in ("transformers", "tokenizers"):
+        if importlib.util.find_spec(name) is None:
+            pytest.skip(f"{name} is not installed")
+    from hetserve.serving.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(str(_llama2_style_tokenizer(tmp_path / "sp")))
+    assert tok.hf.decode([tok.hf.convert_tokens_to_ids("▁quick")]) == "quick"  # the case that found none
+    vocab = tok.output_vocabulary()
+    assert len(vocab) >= 10 and all(tok.hf.convert_ids_to_tokens(i).startswith("▁") for i in vocab)
+    engine = EmulatedEngine(
+        coeffs=LatencyCoeffs(a_p=0.0, b_p=0.0, a_d=0.0, c_d=0.0, b_d=0.001),
+        kv_capacity_tokens=100_000,
+        max_num_seqs=8,
+        max_model_len=8192,
+        output_token_ids=vocab,
+    )
+    prepared = RequestPreparer(MODEL, 8192, tok.vocab_size, tokenizer=tok, detokenize=True).completion(
+        CompletionRequest(model=MODEL, prompt="the quick brown fox", max_tokens=200)
+    )
+
+    async def main():
+        await engine.start()
+        chunks = [c async for c in engine.generate(prepared.request)]
+        await engine.shutdown()
+        return chunks
+
+    chunks = asyncio.run(main())
+    ids = [t for c in chunks for t in c.token_ids]
+    streamed = "".join(prepared.text_of(c) for c in chunks)
+    assert len(ids) == 200 and len(set(ids)) > 5
+    assert streamed == tok.decode(ids)
+    assert tok.hf.encode(streamed, add_special_tokens=False) == ids
