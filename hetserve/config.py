@@ -124,6 +124,12 @@ class WorkloadSpec(_Edge):
         default=None,
         description="Trace file (Azure CSV or Mooncake JSONL); its means are used when the means are not given.",
     )
+    input_tokens_cv: float | None = Field(
+        default=None, ge=0, description="Prompt lengths' std / mean; default: the trace's, else 0 (all alike)."
+    )
+    output_tokens_cv: float | None = Field(
+        default=None, ge=0, description="Output lengths' std / mean; default: the trace's, else 0 (all alike)."
+    )
 
     @model_validator(mode="after")
     def _means_or_trace(self) -> WorkloadSpec:

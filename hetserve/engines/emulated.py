@@ -117,7 +117,7 @@ class EmulatedEngine(Engine):
             raise ValueError(f"kv_capacity_tokens must be >= 2 (got {kv_capacity_tokens})")
         self.coeffs = coeffs
         self.set_speed_factor(speed_factor)
-        self._steps = StepAccumulator()
+        self._steps = StepAccumulator(coeffs)  # the configured (plan's) shape classifies mixed steps
         self.max_model_len = max_model_len
         self.time_scale = time_scale
         self.vocab_size = vocab_size
