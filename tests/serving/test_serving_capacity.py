@@ -93,16 +93,9 @@ async def _measure(handle) -> tuple[list[dict], float]:
     return instances, float(np.percentile(samples, 99))
 
 
-# Open (issue 8): since the chunked-prefill step, the throughput model C rests on overpredicts a
-# saturated instance by up to ~18% (tests/sim/test_sim_capacity.py pins it as a strict xfail).
-# For the 3x-slow L4 the live C lands at 1.04-1.14x the truth, across the 10% line from run to
-# run (18 and 19.7 vs 17.3 tok/s), so that case is a non-strict xfail until the model is fixed.
-MODEL_GAP = pytest.mark.xfail(strict=False, reason="throughput-model gap to the chunked-prefill step (issue 8)")
-
-
 @pytest.mark.parametrize(
     "factor",
-    [pytest.param(3.0, marks=MODEL_GAP), 1.0 / 3.0],
+    [3.0, 1.0 / 3.0],
     ids=["plan-3x-optimistic", "plan-3x-pessimistic"],
 )
 def test_live_capacity_converges_and_hetero_beats_the_baselines(serve_url, tmp_path: Path, factor: float):
