@@ -104,7 +104,9 @@ def run_recorded(
         learn_capacity=config.learn_capacity,
     )
     chosen = make_policy(policy, seed)
-    admission = AdmissionQueue(chosen, AdmissionConfig(max_queue_requests=1 << 30)) if late_binding else None
+    admission: AdmissionQueue[int] | None = (
+        AdmissionQueue(chosen, AdmissionConfig(max_queue_requests=1 << 30)) if late_binding else None
+    )
     sim = Simulator(specs, chosen, requests, config, tracker=tracker, admission=admission)
     return sim.run(), tracker
 
