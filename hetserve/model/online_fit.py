@@ -55,6 +55,13 @@ _TRI = [(i, j) for i in range(_N) for j in range(i, _N)]
 DEFAULT_HALF_LIFE_S = 4.0
 # Strength of the prior, in steps' worth of relative squared error per coefficient.
 DEFAULT_PRIOR_STEPS = 5.0
+# Change detection: when a report's new steps take, in least squares, more than this fraction
+# longer or shorter than the current fit predicts, the instance changed speed (a throttled card,
+# a noisy neighbour), and the remembered steps are cut to CHANGE_KEEP of their weight at once
+# instead of fading with the half-life; a report needs CHANGE_MIN_STEPS new steps to count.
+CHANGE_TOLERANCE = 0.15
+CHANGE_KEEP = 0.125
+CHANGE_MIN_STEPS = 5
 
 
 def coeff_vector(c: LatencyCoeffs) -> np.ndarray:
@@ -230,6 +237,7 @@ class OnlineFit:
         self._cov = np.zeros((_N, _N))
         self.rel_rmse = 0.0  # the fit's relative RMS step-time error over the remembered steps
         self.plan_rel_rmse = 0.0  # the same for the plan's coefficients
+        self.num_changes = 0  # speed changes detected (see CHANGE_TOLERANCE)
 
     @property
     def num_steps(self) -> float:
@@ -250,6 +258,13 @@ class OnlineFit:
         g1, m1 = _unpack(totals)
         g0, m0 = _unpack(last)
         decay = 0.5 ** (max(0.0, totals.busy_s - last.busy_s) / self.half_life_s)
+        if self._n > 0 and dn >= CHANGE_MIN_STEPS:
+            c = coeff_vector(self.coeffs)
+            predicted = float(c @ (g1 - g0) @ c)
+            ratio = float(c @ (m1 - m0)) / predicted if predicted > 0 else 1.0  # measured / fit
+            if abs(math.log(max(ratio, 1e-9))) > math.log1p(CHANGE_TOLERANCE):
+                decay = min(decay, CHANGE_KEEP)
+                self.num_changes += 1
         self._g = self._g * decay + (g1 - g0)
         self._m = self._m * decay + (m1 - m0)
         self._sy = self._sy * decay + (totals.sum_sq - last.sum_sq)

@@ -81,12 +81,12 @@ async def _closed_loop(handle, stop: asyncio.Event, ttfts: list[float], waiting:
         waiting.pop(key, None)
 
 
-async def _measure(handle) -> tuple[list[dict], float]:
+async def _measure(handle, warmup_s: float = WARMUP_S) -> tuple[list[dict], float]:
     stop = asyncio.Event()
     ttfts: list[float] = []
     waiting: dict[int, float] = {}
     clients = [asyncio.create_task(_closed_loop(handle, stop, ttfts, waiting, k)) for k in range(NUM_CLIENTS)]
-    await asyncio.sleep(WARMUP_S)
+    await asyncio.sleep(warmup_s)
     ttfts.clear()  # only the window's first tokens count
     await asyncio.sleep(WINDOW_S)
     now = time.monotonic()
@@ -114,7 +114,11 @@ def test_live_capacity_converges_and_hetero_beats_the_baselines(serve_url, tmp_p
     plan = search_plan(cluster)
     truth = true_capacity(plan, "L4-tp1", factor)
     results = {}
-    for label, policy, learn in [("hetero", CANDIDATE, LEARN), ("off", "hetero", False), ("lr", "least_requests", True)]:
+    for label, policy, learn in [
+        ("hetero", CANDIDATE, LEARN),
+        ("off", "hetero", False),
+        ("lr", "least_requests", True),
+    ]:
         args = load_app_args(
             {
                 "policy": policy,
@@ -146,11 +150,14 @@ def test_live_capacity_converges_and_hetero_beats_the_baselines(serve_url, tmp_p
     assert results["hetero"][1] <= results["lr"][1], shown
 
 
-SLOWDOWN_AFTER_S = 3.0  # emulated seconds after the A100's first step
+SLOWDOWN_AFTER_S = 1.0  # emulated seconds after the A100's first step
+# The fit forgets with a half-life of 4 s of engine busy time; on a loaded machine the emulated
+# engines lag (busy time < wall time), so C is read 20 s after the slowdown, TTFT over the last 10.
+SLOWDOWN_WARMUP_S = 11.0
 
 
 def test_live_capacity_follows_a_mid_run_slowdown(serve_url, tmp_path: Path):
-    """The A100 (the fast instance, alone in its deployment) slows 2x 3 s into the run: by the end
+    """The A100 (the fast instance, alone in its deployment) slows 2x 1 s into the run: by the end
     of the window C of it is within 10% of its new saturated rate, and hetero's p99 TTFT is at
     least as good as least_requests'."""
     needs = {"A100-SXM4-80GB": 1, "L4": 2}
@@ -174,7 +181,7 @@ def test_live_capacity_follows_a_mid_run_slowdown(serve_url, tmp_path: Path):
             }
         )
         with deployed(build_application(cluster.model, plan, args), f"slowdown-{label}", None, needs) as handle:
-            results[label] = asyncio.run(_measure(handle))
+            results[label] = asyncio.run(_measure(handle, SLOWDOWN_WARMUP_S))
     shown = {
         k: ([(r["accelerator"], round(r["capacity_tokens_per_s"])) for r in inst], round(p99, 3))
         for k, (inst, p99) in results.items()
