@@ -75,6 +75,7 @@ def resolve_cluster(spec: ClusterSpec, catalog: Catalog | None = None, source: s
             )
 
     wl = spec.workload
+    cv_in, cv_out = wl.input_tokens_cv or 0.0, wl.output_tokens_cv or 0.0
     if wl.mean_input_tokens is not None and wl.mean_output_tokens is not None:
         l_in, l_out = wl.mean_input_tokens, wl.mean_output_tokens
     else:
@@ -88,12 +89,18 @@ def resolve_cluster(spec: ClusterSpec, catalog: Catalog | None = None, source: s
             raise ConfigError(f"{source}: workload.trace: {exc}") from None
         l_in = wl.mean_input_tokens or trace.mean_input_tokens
         l_out = wl.mean_output_tokens or trace.mean_output_tokens
+        if wl.input_tokens_cv is None:
+            cv_in = float(trace.input_tokens.std() / max(trace.input_tokens.mean(), 1e-9))
+        if wl.output_tokens_cv is None:
+            cv_out = float(trace.output_tokens.std() / max(trace.output_tokens.mean(), 1e-9))
     max_req = wl.max_request_tokens or model.max_model_len
     if max_req > model.max_model_len:
         raise ConfigError(
             f"{source}: workload.max_request_tokens: {max_req} exceeds the model's max_model_len {model.max_model_len}"
         )
-    return Cluster(spec.name, tuple(nodes), model, Workload(l_in, l_out, max_req), spec.slo, spec.engine, catalog)
+    return Cluster(
+        spec.name, tuple(nodes), model, Workload(l_in, l_out, max_req, cv_in, cv_out), spec.slo, spec.engine, catalog
+    )
 
 
 def load_cluster(path: str | Path) -> Cluster:

@@ -124,6 +124,12 @@ class WorkloadSpec(_Edge):
         default=None,
         description="Trace file (Azure CSV or Mooncake JSONL); its means are used when the means are not given.",
     )
+    input_tokens_cv: float | None = Field(
+        default=None, ge=0, description="Prompt lengths' std / mean; default: the trace's, else 0 (all alike)."
+    )
+    output_tokens_cv: float | None = Field(
+        default=None, ge=0, description="Output lengths' std / mean; default: the trace's, else 0 (all alike)."
+    )
 
     @model_validator(mode="after")
     def _means_or_trace(self) -> WorkloadSpec:
@@ -346,6 +352,12 @@ class AppArgs(_Edge):
         description="Emulated engine: true step-time factor per deployment name or accelerator type (2 = twice as "
         "slow as the plan believes; a JSON object string is accepted).",
     )
+    emulated_speed_changes: dict[str, list[tuple[float, float]]] = Field(
+        default_factory=dict,
+        description="Emulated engine: mid-run speed changes per deployment name or accelerator type, as "
+        "[seconds of emulated time after the engine's first step, factor] pairs (factor 2: steps take twice as long "
+        "from then on; a JSON object string is accepted).",
+    )
 
     # ---- reliability: admission, retries, failure detection, the door (serving/router.py) ----
     max_queue_requests: int = Field(
@@ -428,7 +440,15 @@ class AppArgs(_Edge):
             raise ValueError(f"speed factors must be > 0 (got {', '.join(f'{k}={value[k]}' for k in bad)})")
         return value
 
-    @field_validator("vllm_engine_kwargs", "emulated_speed", mode="before")
+    @field_validator("emulated_speed_changes")
+    @classmethod
+    def _positive_changes(cls, value: dict[str, list[tuple[float, float]]]) -> dict[str, list[tuple[float, float]]]:
+        bad = [k for k, changes in value.items() if any(not f > 0 or t < 0 for t, f in changes)]
+        if bad:
+            raise ValueError(f"speed changes need times >= 0 and factors > 0 (bad: {', '.join(bad)})")
+        return value
+
+    @field_validator("vllm_engine_kwargs", "emulated_speed", "emulated_speed_changes", mode="before")
     @classmethod
     def _kwargs_from_json(cls, value: Any) -> Any:
         # `serve run ... key=value` passes strings; a JSON object is the only way to give a dict there.

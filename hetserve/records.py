@@ -128,11 +128,19 @@ class InstancePrediction:
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """Mean request shape the plan was priced for, plus the longest request an instance must hold."""
+    """Mean request shape the plan was priced for, plus the longest request an instance must hold.
+
+    The coefficients of variation (std / mean) of prompt and output lengths matter too: a step's
+    price is convex in its prompt tokens (a short chunk rides free under a memory-bound decode,
+    a long one is compute-bound), so a mix of short and long prompts costs more than its mean
+    (model/throughput.py). 0 = every request the mean.
+    """
 
     mean_input_tokens: float
     mean_output_tokens: float
     max_request_tokens: int
+    input_tokens_cv: float = 0.0
+    output_tokens_cv: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,6 +110,7 @@ class EmulatedEngine(Engine):
         clock: Callable[[], float] = time.monotonic,
         output_token_ids: tuple[int, ...] = (),
         speed_factor: float = 1.0,
+        speed_changes: tuple[tuple[float, float], ...] = (),
     ):
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0 (got {time_scale})")
@@ -117,7 +118,11 @@ class EmulatedEngine(Engine):
             raise ValueError(f"kv_capacity_tokens must be >= 2 (got {kv_capacity_tokens})")
         self.coeffs = coeffs
         self.set_speed_factor(speed_factor)
-        self._steps = StepAccumulator()
+        # (emulated seconds after the first step, factor): each multiplies the speed factor once
+        # reached (from the first step, not the start: a replica idles until the router sends work).
+        self._speed_changes = sorted((float(t), float(f)) for t, f in speed_changes)
+        self._first_step_s: float | None = None
+        self._steps = StepAccumulator(coeffs)  # the configured (plan's) shape classifies mixed steps
         self.max_model_len = max_model_len
         self.time_scale = time_scale
         self.vocab_size = vocab_size
@@ -182,6 +187,12 @@ class EmulatedEngine(Engine):
             now_s = self._clock()
             if deadline_s is None or now_s - deadline_s > self._max_lag_s:
                 deadline_s = now_s
+            if self._speed_changes:
+                if self._first_step_s is None:
+                    self._first_step_s = now_s
+                engine_s = (now_s - self._first_step_s) / self.time_scale
+                while self._speed_changes and engine_s >= self._speed_changes[0][0]:
+                    self.set_speed_factor(self.speed_factor * self._speed_changes.pop(0)[1])
             step_s = plan.step_s * self.speed_factor  # accelerator time of this step
             deadline_s += step_s * self.time_scale
             await asyncio.sleep(max(0.0, deadline_s - self._clock()))

@@ -37,6 +37,9 @@ class EngineSpec:
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     output_token_ids: tuple[int, ...] = ()  # emulated: ids to emit (a real tokenizer's), else placeholders
     speed_factor: float = 1.0  # emulated only: steps take this many times the plan's coefficients
+    # emulated only: (seconds of emulated time after the first step, factor): then steps take `factor`
+    # times longer than before (a card throttling mid-run; the simulator's PlannedInstance.speed_changes)
+    speed_changes: tuple[tuple[float, float], ...] = ()
 
     @property
     def accelerator(self) -> str:
@@ -60,6 +63,7 @@ def create_engine(kind: str, spec: EngineSpec) -> Engine:
             vocab_size=spec.model.vocab_size,
             output_token_ids=spec.output_token_ids,
             speed_factor=spec.speed_factor,
+            speed_changes=spec.speed_changes,
         )
     if kind == "vllm":
         model_path = spec.model_path or spec.model.hf_path

@@ -2,7 +2,12 @@
 
 Engine side, `StepAccumulator`: every step adds its row x = (prefill tokens, 1 if any prefill,
 decode sequences, context tokens held, 1 if any decode) and its duration y to cumulative
-sufficient statistics (`StepTotals`), which travel in the engine's stats report.
+sufficient statistics (`StepTotals`), which travel in the engine's stats report. A mixed step
+is one forward pass priced max(memory-bound decode, compute-bound pass over all its tokens)
+(`engines.batching.step_time_s`), not the sum of a prefill and a decode: its row is the branch
+that binds, (P + D, 1, 0, S, 0) or (0, 0, D, S, 1), chosen by the step function at the plan's
+coefficients (`shape`). Which branch binds does not change when every term is off by one
+factor, so a uniformly wrong plan still classifies every step right.
 
 Router side, `OnlineFit`: folds in the difference between consecutive reports, forgetting old
 steps with a half-life in engine busy time (so a change of speed shows within seconds of engine
@@ -50,13 +55,30 @@ _TRI = [(i, j) for i in range(_N) for j in range(i, _N)]
 DEFAULT_HALF_LIFE_S = 4.0
 # Strength of the prior, in steps' worth of relative squared error per coefficient.
 DEFAULT_PRIOR_STEPS = 5.0
+# Change detection: when a report's new steps take, in least squares, more than this fraction
+# longer or shorter than the current fit predicts, the instance changed speed (a throttled card,
+# a noisy neighbour), and the remembered steps are cut to CHANGE_KEEP of their weight at once
+# instead of fading with the half-life; a report needs CHANGE_MIN_STEPS new steps to count.
+CHANGE_TOLERANCE = 0.15
+CHANGE_KEEP = 0.125
+CHANGE_MIN_STEPS = 5
 
 
 def coeff_vector(c: LatencyCoeffs) -> np.ndarray:
     return np.array([c.a_p, c.b_p, c.a_d, c.c_d, c.b_d], dtype=float)
 
 
-def _row(prefill_tokens: float, decode_seqs: float, context_tokens: float) -> tuple[float, ...]:
+def _row(
+    prefill_tokens: float, decode_seqs: float, context_tokens: float, shape: LatencyCoeffs | None = None
+) -> tuple[float, ...]:
+    if shape is not None and prefill_tokens > 0 and decode_seqs > 0:
+        from hetserve.engines.batching import step_time_s  # pure; no cycle at import time
+
+        if step_time_s(shape, prefill_tokens, 0.0, decode_seqs, context_tokens) > shape.decode_s(
+            decode_seqs, context_tokens
+        ):
+            return (float(prefill_tokens + decode_seqs), 1.0, 0.0, float(context_tokens), 0.0)
+        return (0.0, 0.0, float(decode_seqs), float(context_tokens), 1.0)
     return (
         float(prefill_tokens),
         1.0 if prefill_tokens > 0 else 0.0,
@@ -67,11 +89,15 @@ def _row(prefill_tokens: float, decode_seqs: float, context_tokens: float) -> tu
 
 
 class StepAccumulator:
-    """Cumulative sufficient statistics of an engine's steps (engine side; cheap per step)."""
+    """Cumulative sufficient statistics of an engine's steps (engine side; cheap per step).
 
-    __slots__ = ("_gram", "_moment", "_sum_sq", "_num_steps", "_busy_s", "_prefill_tokens", "_decode_tokens")
+    `shape`: the plan's coefficients for this instance, which say which branch of a mixed step
+    binds (module docstring); without them a mixed step's row is the sum of both passes."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_gram", "_moment", "_sum_sq", "_num_steps", "_busy_s", "_prefill_tokens", "_decode_tokens", "shape")
+
+    def __init__(self, shape: LatencyCoeffs | None = None) -> None:
+        self.shape = shape
         self._gram = [0.0] * len(_TRI)
         self._moment = [0.0] * _N
         self._sum_sq = 0.0
@@ -85,7 +111,7 @@ class StepAccumulator:
         duration (engine time), weighted 1/duration (relative error)."""
         if duration_s <= 0:
             return
-        x = _row(prefill_tokens, decode_seqs, context_tokens)
+        x = _row(prefill_tokens, decode_seqs, context_tokens, self.shape)
         inv = 1.0 / duration_s
         xs = [v * inv for v in x]
         g = self._gram
@@ -175,10 +201,13 @@ def saturated_capacity_tokens_per_s(
     mean_output_tokens: float,
     kv_capacity_tokens: int,
     max_num_seqs: int | None,
+    input_tokens_cv: float = 0.0,
+    output_tokens_cv: float = 0.0,
 ) -> tuple[float, int]:
     """The throughput model's steady-state output tokens/s at the instance's saturated batch
-    (KV- or max_num_seqs-limited) for the mix; and that batch size."""
-    wl = Workload(max(1.0, mean_input_tokens), max(1.0, mean_output_tokens), 0)
+    (KV- or max_num_seqs-limited) for the mix (means and coefficients of variation of its
+    lengths); and that batch size."""
+    wl = Workload(max(1.0, mean_input_tokens), max(1.0, mean_output_tokens), 0, input_tokens_cv, output_tokens_cv)
     b = saturated_batch(kv_capacity_tokens, max_num_seqs or 1_000_000, wl)
     return steady_state(coeffs, b, wl).output_tokens_per_s, b
 
@@ -208,6 +237,7 @@ class OnlineFit:
         self._cov = np.zeros((_N, _N))
         self.rel_rmse = 0.0  # the fit's relative RMS step-time error over the remembered steps
         self.plan_rel_rmse = 0.0  # the same for the plan's coefficients
+        self.num_changes = 0  # speed changes detected (see CHANGE_TOLERANCE)
 
     @property
     def num_steps(self) -> float:
@@ -228,6 +258,13 @@ class OnlineFit:
         g1, m1 = _unpack(totals)
         g0, m0 = _unpack(last)
         decay = 0.5 ** (max(0.0, totals.busy_s - last.busy_s) / self.half_life_s)
+        if self._n > 0 and dn >= CHANGE_MIN_STEPS:
+            c = coeff_vector(self.coeffs)
+            predicted = float(c @ (g1 - g0) @ c)
+            ratio = float(c @ (m1 - m0)) / predicted if predicted > 0 else 1.0  # measured / fit
+            if abs(math.log(max(ratio, 1e-9))) > math.log1p(CHANGE_TOLERANCE):
+                decay = min(decay, CHANGE_KEEP)
+                self.num_changes += 1
         self._g = self._g * decay + (g1 - g0)
         self._m = self._m * decay + (m1 - m0)
         self._sy = self._sy * decay + (totals.sum_sq - last.sum_sq)
@@ -272,12 +309,20 @@ class OnlineFit:
         mean_output_tokens: float,
         kv_capacity_tokens: int,
         max_num_seqs: int | None,
+        input_tokens_cv: float = 0.0,
+        output_tokens_cv: float = 0.0,
     ) -> CapacityEstimate:
         """C from the fitted coefficients, with its relative 1-sigma uncertainty: one request's
         share of a saturated cycle, l_out*T_d(B, S) + B*T_p(l_in), is linear in the coefficients,
-        so its variance is x^T Cov x."""
+        so its variance is x^T Cov x (a linear stand-in for the steady state's uncertainty)."""
         tok, b = saturated_capacity_tokens_per_s(
-            self.coeffs, mean_input_tokens, mean_output_tokens, kv_capacity_tokens, max_num_seqs
+            self.coeffs,
+            mean_input_tokens,
+            mean_output_tokens,
+            kv_capacity_tokens,
+            max_num_seqs,
+            input_tokens_cv,
+            output_tokens_cv,
         )
         l_in, l_out = max(1.0, mean_input_tokens), max(1.0, mean_output_tokens)
         ctx = b * (l_in + l_out / 2.0)

@@ -5,6 +5,7 @@ Plain Python: no ray import and no clock (every call gets `now_s`).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -163,6 +164,8 @@ class LoadTracker:
         self.mean_prompt_tokens: float | None = None  # EWMA of dispatched prompts (the mix)
         self.mix_output_tokens = float(default_output_tokens)  # EWMA of completed outputs (the mix)
         self._mix_counts = [0, 0]  # prompts, outputs seen: a running mean until 1/n < MIX_EWMA_ALPHA
+        # EWMAs of squared lengths, same weights: the mix's spread, which the steady state prices.
+        self._mix_sq = [0.0, float(default_output_tokens) ** 2]
         self._recent_done: dict[str, float] = {}
         self._recent_done_order: deque[tuple[float, str]] = deque()
         self.num_forgotten = 0  # flights reconcile judged lost
@@ -261,6 +264,7 @@ class LoadTracker:
         self._mix_counts[0] += 1
         alpha = max(MIX_EWMA_ALPHA, 1.0 / self._mix_counts[0])
         self.mean_prompt_tokens = n if mp is None else mp + alpha * (n - mp)
+        self._mix_sq[0] += alpha * (n * n - self._mix_sq[0])
 
     def on_tokens(self, request_id: str, num_tokens: int, now_s: float) -> None:
         """`num_tokens` more output tokens streamed for the request (unknown ids are ignored:
@@ -320,6 +324,7 @@ class LoadTracker:
             self._mix_counts[1] += 1
             alpha = max(MIX_EWMA_ALPHA, 1.0 / self._mix_counts[1])
             self.mix_output_tokens += alpha * (flight.num_streamed - self.mix_output_tokens)
+            self._mix_sq[1] += alpha * (flight.num_streamed**2 - self._mix_sq[1])
 
     def _drop(self, request_id: str) -> _Flight | None:
         """Remove a flight and its work from Q (no EWMA update: a lost request's partial output
@@ -396,6 +401,14 @@ class LoadTracker:
             if done.get(rid, now_s) < now_s - _RECENT_DONE_S:
                 del done[rid]
 
+    @property
+    def mix_cv(self) -> tuple[float, float]:
+        """Coefficients of variation of the prompt and output lengths seen (0 before any)."""
+        out = []
+        for mean, sq in zip((self.mean_prompt_tokens or 0.0, self.mix_output_tokens), self._mix_sq, strict=True):
+            out.append(math.sqrt(max(0.0, sq / (mean * mean) - 1.0)) if mean > 0 else 0.0)
+        return out[0], out[1]
+
     def fit_summary(self, instance_id: str) -> dict[str, float | None]:
         """What C rests on, for /v1/hetserve/instances and metrics: fitted coefficients, the
         measured speed vs the plan, step-time error of the fit and of the plan, C's relative
@@ -409,6 +422,7 @@ class LoadTracker:
         out["capacity_batch_size"] = float(est.batch_size) if est is not None else None
         out["mix_mean_prompt_tokens"] = self.mean_prompt_tokens
         out["mix_mean_output_tokens"] = self.mix_output_tokens
+        out["mix_prompt_tokens_cv"], out["mix_output_tokens_cv"] = self.mix_cv
         return out
 
     def _update_capacity(
@@ -474,11 +488,14 @@ class LoadTracker:
         if self.mean_prompt_tokens is None:
             return  # no request seen: the plan's prediction is the best view of the mix
         l_in, l_out = self.mean_prompt_tokens, self.mix_output_tokens
+        cv_in, cv_out = self.mix_cv
         for inst in self._instances.values():
             if inst.fit is None:
                 continue
             cap = inst.view.kv_capacity_tokens
-            prior_c, slots = saturated_capacity_tokens_per_s(inst.fit.prior, l_in, l_out, cap, inst.max_num_seqs)
+            prior_c, slots = saturated_capacity_tokens_per_s(
+                inst.fit.prior, l_in, l_out, cap, inst.max_num_seqs, cv_in, cv_out
+            )
             inst.seed_tokens_per_s = max(prior_c, 1e-9)  # the plan's coefficients on this mix
             inst.view.batch_slots = slots
             if inst.fit.num_steps <= 0:
@@ -486,7 +503,7 @@ class LoadTracker:
                 inst.view.first_token_s = p.prefill_s(l_in) + p.decode_s(slots, slots * (l_in + l_out / 2.0))
                 inst.ratio = None
                 continue
-            inst.estimate = inst.fit.capacity(l_in, l_out, cap, inst.max_num_seqs)
+            inst.estimate = inst.fit.capacity(l_in, l_out, cap, inst.max_num_seqs, cv_in, cv_out)
             c = inst.fit.coeffs
             inst.view.fitted_coeffs = c
             inst.view.first_token_s = c.prefill_s(l_in) + c.decode_s(slots, slots * (l_in + l_out / 2.0))

@@ -207,6 +207,9 @@ def build_application(model: ModelSpec, plan: Plan, args: AppArgs) -> Applicatio
             engine_kwargs=dict(args.vllm_engine_kwargs),
             output_token_ids=output_token_ids,
             speed_factor=args.emulated_speed.get(dp.name, args.emulated_speed.get(dp.config.accelerator, 1.0)),
+            speed_changes=tuple(
+                args.emulated_speed_changes.get(dp.name, args.emulated_speed_changes.get(dp.config.accelerator, []))
+            ),
         )
         instances[dp.name] = (
             serve.deployment(InstanceServer)

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from hetserve.records import InstanceStats, LatencyCoeffs, PlannedInstance
 from hetserve.scheduling import LoadTracker, make_policy
+from hetserve.scheduling.admission import AdmissionConfig, AdmissionQueue
 from hetserve.sim.instances import with_true_speed
 from hetserve.sim.simulator import SimConfig, SimResult, Simulator
 from hetserve.sim.workload import SimRequests
@@ -87,16 +88,26 @@ class RecordingTracker(LoadTracker):
 
 
 def run_recorded(
-    specs: Sequence[PlannedInstance], policy: str, requests: SimRequests, config: SimConfig, seed: int = 0
+    specs: Sequence[PlannedInstance],
+    policy: str,
+    requests: SimRequests,
+    config: SimConfig,
+    seed: int = 0,
+    late_binding: bool = False,
 ) -> tuple[SimResult, RecordingTracker]:
-    """One simulation whose tracker logs C per instance and report."""
+    """One simulation whose tracker logs C per instance and report; `late_binding`: behind the
+    live router's admission queue (scheduling/admission.py, unbounded here), as served live."""
     tracker = RecordingTracker(
         ewma_alpha=config.ewma_alpha,
         default_output_tokens=config.default_output_tokens,
         prefill_weight=config.prefill_weight,
         learn_capacity=config.learn_capacity,
     )
-    sim = Simulator(specs, make_policy(policy, seed), requests, config, tracker=tracker)
+    chosen = make_policy(policy, seed)
+    admission: AdmissionQueue[int] | None = (
+        AdmissionQueue(chosen, AdmissionConfig(max_queue_requests=1 << 30)) if late_binding else None
+    )
+    sim = Simulator(specs, chosen, requests, config, tracker=tracker, admission=admission)
     return sim.run(), tracker
 
 

@@ -122,7 +122,7 @@ class _SimInstance:
         self.batcher = ContinuousBatcher(
             spec.run_coeffs, spec.kv_capacity_tokens, spec.max_num_seqs, spec.max_num_batched_tokens
         )
-        self.steps = StepAccumulator()  # what the engine's steps did, reported with its stats
+        self.steps = StepAccumulator(spec.coeffs)  # what the engine's steps did (the plan's shape)
         self.run_ctx0: tuple[int, float, float] = (0, 0.0, 0.0)  # decode run: first context, first/last step s
         self.speed_changes = sorted(spec.speed_changes)
         self.busy = False

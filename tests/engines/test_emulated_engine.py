@@ -256,3 +256,24 @@ def test_engine_factory_by_name():
         create_engine("vllm", spec)
     with pytest.raises(ConfigError, match="weights need"):
         plan_single_configuration(catalog.model("llama-3.1-70b"), catalog.accelerator("L4"), wl, max_num_seqs=8)
+
+
+def test_speed_changes_slow_the_steps_from_their_time_after_the_first_step():
+    """speed_changes=((t, 2),): steps take twice as long from t seconds of emulated time after the
+    first step (a card throttling mid-run), in the wall time and in the reported step records."""
+
+    async def timed() -> tuple[float, float, float]:
+        engine = make_engine(max_num_seqs=1, time_scale=0.5, speed_changes=((0.2, 2.0),))
+        await engine.start()
+        t0 = time.perf_counter()
+        await drain(engine, GenerateRequest("a", 20, prompt="p"))  # 20 steps of 10 ms: 0.2 s
+        t1 = time.perf_counter()
+        await drain(engine, GenerateRequest("b", 20, prompt="p"))  # now 20 ms each
+        t2 = time.perf_counter()
+        busy = engine.stats().steps.busy_s
+        await engine.shutdown()
+        return t1 - t0, t2 - t1, busy
+
+    first, second, busy = run(timed())
+    assert second / first == pytest.approx(2.0, rel=0.25)
+    assert busy == pytest.approx(0.2 + 0.4, rel=0.1)

@@ -22,22 +22,30 @@ def catalog():
 
 
 def test_steady_state_matches_the_design_formula():
-    """One prompt per slot, unchunked (1000 tokens fit the 8192-token budget): each of the B
-    slots cycles through one mixed step and l_out - 1 decode steps (engines/batching.py)."""
+    """Unchunked prompts (1000 tokens fit the 8192-token budget), all requests alike: a step
+    carries the prompts of the k ~ Binomial(B, 1/l_out) slots freed the step before beside
+    B - k decodes, priced by the engine's own step function; every step emits B tokens."""
+    from scipy.stats import binom
+
+    from hetserve.engines.batching import step_time_s
+
     b, l_in, l_out = 32, 1000.0, 250.0
     state = steady_state(COEFFS, b, WORKLOAD)
     ctx = l_in + l_out / 2
+    mean_step = sum(
+        binom.pmf(k, b, 1 / l_out) * step_time_s(COEFFS, k * l_in, k * l_in**2, b - k, (b - k) * ctx)
+        for k in range(b + 1)
+    )
+    assert state.output_tokens_per_s == pytest.approx(b / mean_step, rel=1e-6)
+    assert state.requests_per_s == pytest.approx(b / mean_step / l_out, rel=1e-6)
+    assert state.tpot_s == pytest.approx(mean_step, rel=1e-6)
 
-    def t_d(n):
-        return COEFFS.a_d * n + COEFFS.c_d * n * ctx + COEFFS.b_d
 
-    t_p = COEFFS.a_p * (l_in + b - 1) + COEFFS.q_p * l_in**2 + COEFFS.b_p
-    t_mix = max(t_d(b - 1), t_p + COEFFS.c_d * (b - 1) * ctx)
-    m = b / l_out
-    cycle = l_out * t_d(b - m) + b * (t_mix - t_d(b - 1))
-    assert state.requests_per_s == pytest.approx(b / cycle)
-    assert state.output_tokens_per_s == pytest.approx(b / cycle * l_out)
-    assert state.tpot_s == pytest.approx(cycle / l_out)
+def test_a_spread_of_prompt_lengths_costs_more_than_their_mean():
+    """The step price is convex in its prompt tokens (a short chunk rides under the memory-bound
+    decode, a long one is compute-bound), so a lognormal mix of the same means delivers less."""
+    spread = Workload(1000, 250, 4096, input_tokens_cv=1.3, output_tokens_cv=1.3)
+    assert steady_state(COEFFS, 32, spread).output_tokens_per_s < steady_state(COEFFS, 32, WORKLOAD).output_tokens_per_s
 
 
 def test_bigger_batches_raise_throughput_and_tpot():

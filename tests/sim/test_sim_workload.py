@@ -69,7 +69,7 @@ def test_saturated_instance_matches_the_steady_state_throughput_model():
         max_num_batched_tokens=600,
     )
     cap = saturated_capacity(spec, reqs)
-    model = steady_state(FAST, 48, Workload(600, 150, 1000))
+    model = steady_state(FAST, 48, Workload(600, 150, 1000), max_num_batched_tokens=600)
     assert cap.output_tokens_per_s == pytest.approx(model.output_tokens_per_s, rel=0.05)
     assert cap.requests_per_s == pytest.approx(model.requests_per_s, rel=0.05)
     assert cap.total_tokens_per_s == pytest.approx(cap.requests_per_s * 750, rel=0.05)
