@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hetserve.localcluster import (
     MAX_LOCAL_NODES,
+    LocalCluster,
     default_state_file,
     load_local_cluster,
     start_local_cluster,
@@ -121,11 +122,18 @@ def _export_lines(env: dict[str, str]) -> list[str]:
     return [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
 
 
-def _env(args: argparse.Namespace) -> int:
+def _recorded(args: argparse.Namespace, prefix: str = "") -> tuple[Path, LocalCluster | None]:
+    """The state file `args` names (or the default) and the cluster it records; says so if none."""
     path = args.state_file or default_state_file()
     cluster = load_local_cluster(path)
     if cluster is None:
-        print(f"# no local cluster recorded in {path}")
+        print(f"{prefix}no local cluster recorded in {path}")
+    return path, cluster
+
+
+def _env(args: argparse.Namespace) -> int:
+    _, cluster = _recorded(args, prefix="# ")
+    if cluster is None:
         return 1
     print("\n".join(_export_lines(cluster.client_env())))
     return 0
@@ -149,10 +157,8 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    path = args.state_file or default_state_file()
-    cluster = load_local_cluster(path)
+    path, cluster = _recorded(args)
     if cluster is None:
-        print(f"no local cluster recorded in {path}")
         return 1
     alive = cluster.alive_pids()
     rss = cluster.rss_bytes()

@@ -362,6 +362,17 @@ class RouterServer:
             self._dispatch(binding.request, binding.instance_id, now_s)
             fut.set_result(binding.instance_id)
 
+    def _queue_full(self, full: Full) -> RequestError:
+        """The 429 for a refused admission (one request or an `n` > 1 group)."""
+        self._counts["refused_429"] += 1
+        return RequestError(
+            429,
+            f"the service is at capacity ({full.reason}); retry after {math.ceil(full.retry_after_s)} s",
+            type="rate_limit_exceeded",
+            code="queue_full",
+            retry_after_s=full.retry_after_s,
+        )
+
     def _unavailable(self, why: str) -> RequestError:
         self._counts["refused_503"] += 1
         return RequestError(
@@ -392,14 +403,7 @@ class RouterServer:
             self._dispatch(info, decision.instance_id, now_s)
             return decision.instance_id
         if isinstance(decision, Full):
-            self._counts["refused_429"] += 1
-            raise RequestError(
-                429,
-                f"the service is at capacity ({decision.reason}); retry after {math.ceil(decision.retry_after_s)} s",
-                type="rate_limit_exceeded",
-                code="queue_full",
-                retry_after_s=decision.retry_after_s,
-            )
+            raise self._queue_full(decision)
         self._counts["queued"] += 1
         self._busy_since_trim = True
         try:
@@ -431,14 +435,7 @@ class RouterServer:
         except NoInstanceError as exc:
             raise self._unavailable(str(exc)) from None
         if isinstance(decisions, Full):
-            self._counts["refused_429"] += 1
-            raise RequestError(
-                429,
-                f"the service is at capacity ({decisions.reason}); retry after {math.ceil(decisions.retry_after_s)} s",
-                type="rate_limit_exceeded",
-                code="queue_full",
-                retry_after_s=decisions.retry_after_s,
-            )
+            raise self._queue_full(decisions)
         for info, fut, decision in zip(infos, futs, decisions, strict=True):
             if isinstance(decision, Bound):
                 self._dispatch(info, decision.instance_id, now_s)
