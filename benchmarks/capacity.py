@@ -19,6 +19,7 @@ strong baselines. Also: reports delayed one stats period, with and without the e
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -114,7 +115,8 @@ def main() -> None:
         "# Capacity learning: C measured online vs a wrong plan (simulator)",
         "",
         f"Written by `benchmarks/capacity.py{' --quick' if args.quick else ''}` ({n} requests per run, "
-        f"{wall:.0f} s wall on {platform.machine()}, shared machine). Cluster: 2 x fast + 2 x slow (x2.5) "
+        f"{wall:.0f} s wall on {platform.machine()}, load average {os.getloadavg()[0]:.1f} at the end). "
+        "Cluster: 2 x fast + 2 x slow (x2.5) "
         "fake instances, max_num_seqs 32; Poisson stream, lognormal prompts (mean 300) / outputs (mean 60). "
         "Scenarios act on the slow type (hetserve/sim/scenarios.py). Truth = each instance saturated alone "
         "on the stream at its final speed (sim.fluid). Engine time = simulated seconds. Learning on/off only "
