@@ -405,21 +405,7 @@ class RouterServer:
         if isinstance(decision, Full):
             raise self._queue_full(decision)
         self._counts["queued"] += 1
-        self._busy_since_trim = True
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), self._spec.queue_timeout_s)
-        except TimeoutError:
-            self._admission.remove(info.request_id)
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self._abandon(info.request_id, fut.result())
-            fut.cancel()
-            raise self._unavailable(f"waited {self._spec.queue_timeout_s:.0f} s in the router's queue") from None
-        except asyncio.CancelledError:
-            self._admission.remove(info.request_id)
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self._abandon(info.request_id, fut.result())
-            fut.cancel()
-            raise
+        return (await self._await_bindings([info], [fut]))[0]
 
     async def _bind_children(self, children: Sequence[Prepared]) -> list[str]:
         """`_bind` for the children of an `n` > 1 request (serving/fanout.py): admitted, refused
@@ -442,11 +428,17 @@ class RouterServer:
                 fut.set_result(decision.instance_id)
             elif isinstance(decision, Queued):
                 self._counts["queued"] += 1
+        return await self._await_bindings(infos, futs)
+
+    async def _await_bindings(self, infos: Sequence[RequestInfo], futs: Sequence[asyncio.Future]) -> list[str]:
+        """Wait (at most `queue_timeout_s`) until the pump has bound every one of `infos`. On a
+        timeout (503), a refusal of one of them, or the client going away, all of them leave the
+        queue, and any already dispatched is abandoned on its instance."""
         self._busy_since_trim = True
         gathered = asyncio.gather(*futs)
         try:
             return list(await asyncio.wait_for(asyncio.shield(gathered), self._spec.queue_timeout_s))
-        except BaseException as exc:  # timeout, refusal of one child, or the client went away
+        except BaseException as exc:
             gathered.cancel()
             for info, fut in zip(infos, futs, strict=True):
                 self._admission.remove(info.request_id)
