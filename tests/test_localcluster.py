@@ -287,15 +287,24 @@ except Exception as exc:
 """
 
 
-def _connect(address: str, resource: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _connect(address: str, resource: str, *envs: dict[str, str]) -> list[subprocess.CompletedProcess]:
+    """One client per env, all at once (a refused ray.init retries for ~20 s before it gives up)."""
     child = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    return subprocess.run(
-        [sys.executable, "-c", _CONNECT, address, resource],
-        env={**child, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CONNECT, address, resource],
+            env={**child, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for env in envs
+    ]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=120)
+        out.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return out
 
 
 @pytest.mark.ray
@@ -316,11 +325,15 @@ def test_token_auth_locks_the_ray_ports(tmp_path):
         assert load_local_cluster(cluster.state_file) == cluster
 
         resource = ray_resource_name("T4")
-        wrong = _connect(cluster.address, resource, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64})
+        wrong, none, right = _connect(
+            cluster.address,
+            resource,
+            {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64},
+            {"RAY_AUTH_MODE": "disabled"},
+            env,
+        )
         assert wrong.returncode == 3, wrong.stdout + wrong.stderr[-2000:]
-        none = _connect(cluster.address, resource, {"RAY_AUTH_MODE": "disabled"})
         assert none.returncode == 3, none.stdout + none.stderr[-2000:]
-        right = _connect(cluster.address, resource, env)
         assert right.returncode == 0 and "T4 resources: 1" in right.stdout, right.stdout + right.stderr[-2000:]
     finally:
         stop_local_cluster(tmp_path / "state" / "local_cluster.json")

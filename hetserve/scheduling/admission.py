@@ -231,6 +231,18 @@ class AdmissionQueue(Generic[T]):
         self.num_queued_total += 1
         return Queued(len(self._queue))
 
+    def refuse_now(self, views: Sequence[InstanceView]) -> Full | None:
+        """The refusal any new request would get now, without looking at the request: the queue
+        is non-empty (so no instance has room, or it would have drained) and at its count bound.
+        Checked before a request is parsed, so that under overload a refusal costs no parsing,
+        no tokenizing and no scheduler work. None: the request must be offered as usual."""
+        if not self.config.late_binding or not self._queue or len(self._queue) < self.config.max_queue_requests:
+            return None
+        healthy = [v for v in views if v.healthy]
+        if not healthy:
+            return None  # offer() answers that (503), with the request's own reason
+        return self._refuse(healthy, self._queued_work, 0.0, f"{len(self._queue)} requests wait already")
+
     def remove(self, request_id: str) -> bool:
         """Forget a queued request (its client went away); False if it is not queued."""
         entry = self._queue.pop(request_id, None)

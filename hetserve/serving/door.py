@@ -13,6 +13,10 @@ no scheduler work:
 - Body limit: a Content-Length above `max_body_bytes` is refused with 413 at once; a body sent
   without a length (chunked) is counted as it arrives and refused the same way when it passes
   the limit.
+- Load shedding: while the router's queue is full, a generation request (POST to
+  `SHED_PATHS`) is refused with 429 + Retry-After here, before its body is read; the router's
+  `shed` hook says so. Under overload most requests are refused, and a refusal then costs the
+  router's event loop almost nothing, which keeps it answering the rest fast.
 """
 
 from __future__ import annotations
@@ -20,18 +24,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.exceptions import HTTPException
 
-__all__ = ["BodyTooLarge", "Door", "DoorMiddleware", "configure", "digest", "load_api_key_digests"]
+__all__ = ["BodyTooLarge", "Door", "DoorMiddleware", "Refusal", "configure", "digest", "load_api_key_digests"]
 
 OPEN_PATHS = frozenset({"/health", "/-/healthz", "/-/routes"})
+SHED_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
+
+
+class Refusal(Protocol):
+    """What the shed hook returns (the router's RequestError): status, OpenAI body, Retry-After."""
+
+    status_code: int
+    retry_after_s: float | None
+
+    def body(self) -> dict[str, Any]: ...
 
 
 def digest(key: str) -> str:
@@ -68,10 +83,14 @@ class Door:
     key_digests: tuple[str, ...] = ()
     max_body_bytes: int | None = None
     open_paths: frozenset[str] = field(default=OPEN_PATHS)
+    shed: Callable[[], Refusal | None] | None = None  # the router's "refuse now?" (module docstring)
 
-    def configure(self, key_digests: Iterable[str], max_body_bytes: int | None) -> None:
+    def configure(
+        self, key_digests: Iterable[str], max_body_bytes: int | None, shed: Callable[[], Refusal | None] | None = None
+    ) -> None:
         self.key_digests = tuple(key_digests)
         self.max_body_bytes = max_body_bytes
+        self.shed = shed
 
     def authorized(self, headers: dict[bytes, bytes]) -> bool:
         if not self.key_digests:
@@ -110,9 +129,11 @@ class BodyTooLarge(HTTPException):
 _CURRENT = Door()
 
 
-def configure(key_digests: Iterable[str], max_body_bytes: int | None) -> None:
+def configure(
+    key_digests: Iterable[str], max_body_bytes: int | None, shed: Callable[[], Refusal | None] | None = None
+) -> None:
     """Set this process's door (the router replica calls it at start)."""
-    _CURRENT.configure(key_digests, max_body_bytes)
+    _CURRENT.configure(key_digests, max_body_bytes, shed)
 
 
 class DoorMiddleware:
@@ -157,6 +178,11 @@ class DoorMiddleware:
                 ),
             )
             return
+        if door.shed is not None and path in SHED_PATHS and scope.get("method") == "POST":
+            refusal = door.shed()
+            if refusal is not None:
+                await _send(send, refusal.status_code, *_refusal(refusal))
+                return
         limit = door.max_body_bytes
         if limit is None:
             await self.app(scope, receive, send)
@@ -193,6 +219,14 @@ class DoorMiddleware:
         except BodyTooLarge:
             if not started:
                 await _send(send, 413, *_too_large(limit))
+
+
+def _refusal(refusal: Refusal) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    body = json.dumps(refusal.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if refusal.retry_after_s is not None:
+        headers.append((b"retry-after", str(math.ceil(refusal.retry_after_s)).encode()))
+    return headers, body
 
 
 def _too_large(limit: int):

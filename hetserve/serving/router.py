@@ -252,7 +252,7 @@ class RouterServer:
         self._created_s = int(time.time())
         self._counts = {"retried": 0, "refused_429": 0, "refused_503": 0, "failed": 0, "queued": 0}
         self._busy_since_trim = False
-        door.configure(spec.api_key_digests, spec.max_body_bytes)
+        door.configure(spec.api_key_digests, spec.max_body_bytes, self._shed)
         self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile_forever())
 
     # ---- instances ---------------------------------------------------------------------------
@@ -372,6 +372,12 @@ class RouterServer:
             code="queue_full",
             retry_after_s=full.retry_after_s,
         )
+
+    def _shed(self) -> RequestError | None:
+        """The 429 a new request gets now whatever it is (the queue is full), before it is parsed:
+        the door and the handle methods ask first, so a refusal under overload costs no work."""
+        full = self._admission.refuse_now(self._routable_views(time.monotonic()))
+        return None if full is None else self._queue_full(full)
 
     def _unavailable(self, why: str) -> RequestError:
         self._counts["refused_503"] += 1
@@ -705,10 +711,14 @@ class RouterServer:
     async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
         """Unary: an OpenAI completion (or chat completion, if `messages` is given) as a dict.
         Raises RequestError with status_code and message on refusal or failure."""
+        if (refusal := self._shed()) is not None:
+            raise refusal
         return await self._complete(self._prepare.from_dict(request))
 
     async def generate_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Streaming (`handle.options(stream=True).generate_stream.remote(...)`): OpenAI chunks."""
+        if (refusal := self._shed()) is not None:
+            raise refusal
         prepared = self._prepare.from_dict(request)
         async for item in self._chunk_dicts(prepared):
             yield item

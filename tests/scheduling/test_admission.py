@@ -70,6 +70,29 @@ def test_full_queue_refuses_with_a_retry_estimate_and_bounds_work_too():
     assert queue.queued_work_tokens == pytest.approx(2 * (0.2 * 64 + 32))
 
 
+def test_refuse_now_answers_only_when_the_queue_is_full_by_count():
+    """The door's check before parsing: a refusal exactly when offer() would refuse any request."""
+    tracker, _, queue = _setup(slots=1, max_queue_requests=2)
+    assert queue.refuse_now(tracker.views()) is None  # room: requests bind at once
+    for i in range(2):
+        d = queue.offer(_req(i), "x", tracker.views(), 0.0)
+        tracker.on_dispatch(_req(i), d.instance_id, 0.0)
+    assert queue.refuse_now(tracker.views()) is None  # full instances, room in the queue
+    queue.offer(_req(2), "x", tracker.views(), 0.0)
+    assert queue.refuse_now(tracker.views()) is None
+    queue.offer(_req(3), "x", tracker.views(), 0.0)
+    full = queue.refuse_now(tracker.views())
+    assert isinstance(full, Full) and full.retry_after_s >= 1.0 and "2 requests wait" in full.reason
+    assert isinstance(queue.offer(_req(4), "x", tracker.views(), 0.0), Full)  # the same verdict
+    assert queue.num_refused == 2
+    queue.remove("r3")
+    assert queue.refuse_now(tracker.views()) is None
+    # A zero-length queue with free instances refuses nothing: requests bind on arrival.
+    tracker, _, queue = _setup(slots=1, max_queue_requests=0)
+    assert queue.refuse_now(tracker.views()) is None
+    assert isinstance(queue.offer(_req(0), "x", tracker.views(), 0.0), Bound)
+
+
 def test_exclusions_and_unplaceable_requests():
     tracker, _, queue = _setup(slots=4)
     d = queue.offer(_req(0), "x", tracker.views(), 0.0, exclude=frozenset({"fast"}))

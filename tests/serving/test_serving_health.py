@@ -68,3 +68,41 @@ def test_api_keys_from_env_and_file_checked_by_digest(tmp_path, monkeypatch):
         load_api_key_digests("HS_KEYS", None)
     with pytest.raises(ValueError, match="cannot read"):
         load_api_key_digests(None, str(tmp_path / "missing"))
+
+
+def test_the_door_sheds_generation_requests_before_reading_them():
+    """While the router says its queue is full, POSTs to the generation paths get the router's 429
+    (status, OpenAI body, Retry-After) without the app running or the body being read; other
+    paths and methods pass, and with no refusal everything passes."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from hetserve.serving import door as door_module
+    from hetserve.serving.errors import RequestError
+
+    reached: list[str] = []
+
+    async def endpoint(request):
+        reached.append(request.url.path)
+        await request.body()
+        return JSONResponse({"ok": True})
+
+    paths = ["/v1/completions", "/v1/chat/completions", "/v1/models"]
+    app = Starlette(routes=[Route(p, endpoint, methods=["GET", "POST"]) for p in paths])
+    app.add_middleware(door_module.DoorMiddleware)
+    full: list[RequestError] = []
+    door_module.configure((), None, lambda: full[0] if full else None)
+    try:
+        with TestClient(app) as client:
+            assert client.post("/v1/completions", json={"prompt": "x"}).status_code == 200
+            full.append(RequestError(429, "the service is at capacity", "rate_limit_exceeded", None, "queue_full", 2.2))
+            r = client.post("/v1/chat/completions", content=b"not even json")
+            assert r.status_code == 429 and r.headers["retry-after"] == "3"
+            assert r.json()["error"]["code"] == "queue_full" and "server-timing" in r.headers
+            assert reached == ["/v1/completions"]  # the refused request never reached the app
+            assert client.get("/v1/models").status_code == 200
+            assert client.get("/v1/completions").status_code == 200  # only POSTs are shed
+    finally:
+        door_module.configure((), None, None)

@@ -25,7 +25,7 @@ CANDIDATE = os.environ.get("HETSERVE_TEST_POLICY", "hetero")
 LEARN = os.environ.get("HETSERVE_TEST_LEARN", "1") != "0"
 TARGET = "fake-x2.5"
 CONVERGENCE_S = 30.0
-NUM_REQUESTS = 3000
+NUM_REQUESTS = 2000
 
 
 @cache
