@@ -231,16 +231,21 @@ class AdmissionQueue(Generic[T]):
         self.num_queued_total += 1
         return Queued(len(self._queue))
 
-    def refuse_now(self, views: Sequence[InstanceView]) -> Full | None:
-        """The refusal any new request would get now, without looking at the request: the queue
-        is non-empty (so no instance has room, or it would have drained) and at its count bound.
-        Checked before a request is parsed, so that under overload a refusal costs no parsing,
-        no tokenizing and no scheduler work. None: the request must be offered as usual."""
-        if not self.config.late_binding or not self._queue or len(self._queue) < self.config.max_queue_requests:
+    def refuse_now(self, views: Sequence[InstanceView], arriving: int = 0) -> Full | None:
+        """The refusal a new request gets now, decided before the request is parsed (at the
+        door): every free batch slot and every place in the queue is already spoken for, by the
+        queue itself and by `arriving` requests (let in at the door, their bodies still being
+        read; each will take a slot or a place). Under overload a refusal then costs no parsing
+        and no scheduler work, and the requests let in are the ones that fit, so almost none is
+        refused after its body was read. None: let it in (offer() still has the last word)."""
+        if not self.config.late_binding:
             return None
         healthy = [v for v in views if v.healthy]
         if not healthy:
             return None  # offer() answers that (503), with the request's own reason
+        free = sum(max(0.0, self._slots.get(v.instance_id, math.inf) - v.num_outstanding) for v in healthy)
+        if len(self._queue) + arriving < self.config.max_queue_requests + free:
+            return None
         return self._refuse(healthy, self._queued_work, 0.0, f"{len(self._queue)} requests wait already")
 
     def remove(self, request_id: str) -> bool:

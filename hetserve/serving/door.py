@@ -13,10 +13,11 @@ no scheduler work:
 - Body limit: a Content-Length above `max_body_bytes` is refused with 413 at once; a body sent
   without a length (chunked) is counted as it arrives and refused the same way when it passes
   the limit.
-- Load shedding: while the router's queue is full, a generation request (POST to
-  `SHED_PATHS`) is refused with 429 + Retry-After here, before its body is read; the router's
-  `shed` hook says so. Under overload most requests are refused, and a refusal then costs the
-  router's event loop almost nothing, which keeps it answering the rest fast.
+- Load shedding: a generation request (POST to `SHED_PATHS`) is refused with 429 + Retry-After
+  here, before its body is read, when the router's `shed` hook says every batch slot and queue
+  place is spoken for, counting the requests let in whose bodies are still arriving (reading a
+  body is a round trip to Serve's proxy, slow under overload). Under overload most requests are
+  refused, each at almost no cost to the router's event loop, which keeps it answering fast.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class Refusal(Protocol):
     retry_after_s: float | None
 
     def body(self) -> dict[str, Any]: ...
+
+
+# The router's hook: given the requests let in whose bodies are still arriving, the refusal a new
+# generation request gets now, or None to let it in.
+ShedHook = Callable[[int], Refusal | None]
 
 
 def digest(key: str) -> str:
@@ -83,11 +89,10 @@ class Door:
     key_digests: tuple[str, ...] = ()
     max_body_bytes: int | None = None
     open_paths: frozenset[str] = field(default=OPEN_PATHS)
-    shed: Callable[[], Refusal | None] | None = None  # the router's "refuse now?" (module docstring)
+    shed: ShedHook | None = None  # the router's "refuse now?" (module docstring)
+    arriving: int = 0  # generation requests let in whose bodies are still being read
 
-    def configure(
-        self, key_digests: Iterable[str], max_body_bytes: int | None, shed: Callable[[], Refusal | None] | None = None
-    ) -> None:
+    def configure(self, key_digests: Iterable[str], max_body_bytes: int | None, shed: ShedHook | None = None) -> None:
         self.key_digests = tuple(key_digests)
         self.max_body_bytes = max_body_bytes
         self.shed = shed
@@ -129,9 +134,7 @@ class BodyTooLarge(HTTPException):
 _CURRENT = Door()
 
 
-def configure(
-    key_digests: Iterable[str], max_body_bytes: int | None, shed: Callable[[], Refusal | None] | None = None
-) -> None:
+def configure(key_digests: Iterable[str], max_body_bytes: int | None, shed: ShedHook | None = None) -> None:
     """Set this process's door (the router replica calls it at start)."""
     _CURRENT.configure(key_digests, max_body_bytes, shed)
 
@@ -179,10 +182,32 @@ class DoorMiddleware:
             )
             return
         if door.shed is not None and path in SHED_PATHS and scope.get("method") == "POST":
-            refusal = door.shed()
+            refusal = door.shed(door.arriving)
             if refusal is not None:
                 await _send(send, refusal.status_code, *_refusal(refusal))
                 return
+            door.arriving += 1
+            arrived = False
+            inner_receive = receive
+
+            async def arriving_receive() -> dict:
+                nonlocal arrived
+                message = await inner_receive()
+                if not arrived and not (message.get("type") == "http.request" and message.get("more_body")):
+                    arrived = True  # the whole body is here (or the client left)
+                    door.arriving -= 1
+                return message
+
+            try:
+                await self._limited(door, scope, arriving_receive, send, headers)
+            finally:
+                if not arrived:
+                    door.arriving -= 1
+            return
+        await self._limited(door, scope, receive, send, headers)
+
+    async def _limited(self, door: Door, scope: dict, receive: Any, send: Any, headers: dict[bytes, bytes]) -> None:
+        """The app behind the body-size limit."""
         limit = door.max_body_bytes
         if limit is None:
             await self.app(scope, receive, send)

@@ -373,10 +373,11 @@ class RouterServer:
             retry_after_s=full.retry_after_s,
         )
 
-    def _shed(self) -> RequestError | None:
-        """The 429 a new request gets now whatever it is (the queue is full), before it is parsed:
-        the door and the handle methods ask first, so a refusal under overload costs no work."""
-        full = self._admission.refuse_now(self._routable_views(time.monotonic()))
+    def _shed(self, arriving: int = 0) -> RequestError | None:
+        """The 429 a new request gets now whatever it is (no slot or queue place is left), before
+        it is parsed: the door (with its `arriving` count) and the handle methods ask first, so a
+        refusal under overload costs no work."""
+        full = self._admission.refuse_now(self._routable_views(time.monotonic()), arriving)
         return None if full is None else self._queue_full(full)
 
     def _unavailable(self, why: str) -> RequestError:

@@ -28,7 +28,9 @@ ray = pytest.importorskip("ray")
 from serving_helpers import deployed, require_resources  # noqa: E402
 
 from hetserve.app import load_app_args  # noqa: E402
+from hetserve.catalog import default_catalog  # noqa: E402
 from hetserve.cluster import load_cluster  # noqa: E402
+from hetserve.model.latency import LatencyModel, load_profiles  # noqa: E402
 from hetserve.planner import search_plan  # noqa: E402
 from hetserve.serving.builder import build_application  # noqa: E402
 from hetserve.sim import SimRequests  # noqa: E402
@@ -100,18 +102,30 @@ async def _measure(handle, warmup_s: float = WARMUP_S) -> tuple[list[dict], floa
     return instances, float(np.percentile(samples, 99))
 
 
+def _without_profiles_of(accelerator: str) -> LatencyModel:
+    """The default latency model with every profile of `accelerator` removed: that type is then
+    priced by its roofline prior, as a type nobody profiled is."""
+    return LatencyModel([p for p in load_profiles() if p.accelerator != accelerator], default_catalog().models)
+
+
 @pytest.mark.parametrize(
-    "factor",
-    [3.0, 1.0 / 3.0],
-    ids=["plan-3x-optimistic", "plan-3x-pessimistic"],
+    ("factor", "roofline"),
+    [(3.0, False), (1.0 / 3.0, False), (2.0, True)],
+    ids=["plan-3x-optimistic", "plan-3x-pessimistic", "roofline-prior-2x-off"],
 )
-def test_live_capacity_converges_and_hetero_beats_the_baselines(serve_url, tmp_path: Path, factor: float):
+def test_live_capacity_converges_and_hetero_beats_the_baselines(
+    serve_url, tmp_path: Path, factor: float, roofline: bool
+):
+    """(a) the L4s run 3x slower than planned, (b) 3x faster, (d) the L4 has no profile (the plan
+    prices it by its roofline prior) and runs 2x slower than that prior."""
     needs = {"A100-SXM4-80GB": 1, "L4": 2}
     require_resources(**needs)
     cfg = tmp_path / "capacity.yaml"
     cfg.write_text(CLUSTER_YAML)
     cluster = load_cluster(cfg)
-    plan = search_plan(cluster)
+    plan = search_plan(cluster, latency_model=_without_profiles_of("L4") if roofline else None)
+    if roofline:
+        assert plan.deployment("L4-tp1").coeffs_source == "roofline", plan.deployment("L4-tp1").coeffs_source
     truth = true_capacity(plan, "L4-tp1", factor)
     results = {}
     # Learning off is not run here (HETSERVE_TEST_LEARN=0 does that): C then stays at the plan's,

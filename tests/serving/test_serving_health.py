@@ -93,10 +93,17 @@ def test_the_door_sheds_generation_requests_before_reading_them():
     app = Starlette(routes=[Route(p, endpoint, methods=["GET", "POST"]) for p in paths])
     app.add_middleware(door_module.DoorMiddleware)
     full: list[RequestError] = []
-    door_module.configure((), None, lambda: full[0] if full else None)
+    seen_arriving: list[int] = []
+
+    def shed(arriving: int) -> RequestError | None:
+        seen_arriving.append(arriving)
+        return full[0] if full else None
+
+    door_module.configure((), None, shed)
     try:
         with TestClient(app) as client:
             assert client.post("/v1/completions", json={"prompt": "x"}).status_code == 200
+            assert door_module._CURRENT.arriving == 0  # its body was read: no longer arriving
             full.append(RequestError(429, "the service is at capacity", "rate_limit_exceeded", None, "queue_full", 2.2))
             r = client.post("/v1/chat/completions", content=b"not even json")
             assert r.status_code == 429 and r.headers["retry-after"] == "3"
@@ -104,5 +111,6 @@ def test_the_door_sheds_generation_requests_before_reading_them():
             assert reached == ["/v1/completions"]  # the refused request never reached the app
             assert client.get("/v1/models").status_code == 200
             assert client.get("/v1/completions").status_code == 200  # only POSTs are shed
+            assert seen_arriving == [0, 0]
     finally:
         door_module.configure((), None, None)
