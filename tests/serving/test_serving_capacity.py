@@ -5,8 +5,8 @@ emulated L4 engines run `emulated_speed` times slower than the plan believes (3:
 too optimistic; 1/3: 3x too pessimistic). Under a closed loop of 48 clients, with learning on,
 the router's C of each L4 converges to within 10% of its true saturated rate (its simulated twin
 saturated alone: the same batching step at the true coefficients), which learning off cannot, and
-hetero's p99 TTFT beats least_requests' (throughput is the same for all: the closed loop keeps
-every instance saturated). Also: the A100 slowing 2x mid-run (`emulated_speed_changes`), where C
+hetero's p99 TTFT beats least_requests' by at least 5% (throughput is the same for all: the closed
+loop keeps every instance saturated). Also: the A100 slowing 2x mid-run (`emulated_speed_changes`), where C
 must follow it down.
 
 These claims can fail: HETSERVE_TEST_POLICY=pow2 (or least_requests) swaps the candidate policy,
@@ -55,6 +55,9 @@ NUM_CLIENTS = 48
 WARMUP_S = 6.0
 WINDOW_S = 10.0
 REQUEST = {"model": MODEL, "prompt": "x" * 256, "max_tokens": 32}  # 64 prompt tokens
+# hetero's p99 TTFT must beat least_requests' by 5%: least_requests against itself measured within
+# 0.5% (1.004, 0.996, 1.000, 1.001 over the four cases), hetero 0.40-0.72 of it.
+BEATS = 0.95
 
 
 def true_capacity(plan, deployment: str, factor: float) -> float:
@@ -158,7 +161,7 @@ def test_live_capacity_converges_and_hetero_beats_the_baselines(
             assert r["fit_speed_vs_plan"] == pytest.approx(factor, rel=0.1), (r["fit_speed_vs_plan"], shown)
     # With learning off, p99 TTFT in this closed loop was within 2% of hetero's in the one run
     # made (9.05 vs 9.21 s, shared machine); least_requests' is far worse (16 s).
-    assert results["hetero"][1] <= results["lr"][1], shown
+    assert results["hetero"][1] <= BEATS * results["lr"][1], shown
 
 
 SLOWDOWN_AFTER_S = 1.0  # emulated seconds after the A100's first step
@@ -170,7 +173,7 @@ SLOWDOWN_WARMUP_S = 11.0
 def test_live_capacity_follows_a_mid_run_slowdown(serve_url, tmp_path: Path):
     """The A100 (the fast instance, alone in its deployment) slows 2x 1 s into the run: by the end
     of the window C of it is within 10% of its new saturated rate, and hetero's p99 TTFT is at
-    least as good as least_requests'."""
+    least 5% better than least_requests'."""
     needs = {"A100-SXM4-80GB": 1, "L4": 2}
     require_resources(**needs)
     cfg = tmp_path / "capacity.yaml"
@@ -201,4 +204,4 @@ def test_live_capacity_follows_a_mid_run_slowdown(serve_url, tmp_path: Path):
     for r in results["hetero"][0]:
         if r["accelerator"] == "A100-SXM4-80GB":
             assert r["capacity_tokens_per_s"] == pytest.approx(truth, rel=0.1), shown
-    assert results["hetero"][1] <= results["lr"][1], shown
+    assert results["hetero"][1] <= BEATS * results["lr"][1], shown
