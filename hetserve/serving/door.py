@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -42,12 +41,13 @@ SHED_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
 
 
 class Refusal(Protocol):
-    """What the shed hook returns (the router's RequestError): status, OpenAI body, Retry-After."""
+    """What the shed hook returns (the router's RequestError): status, OpenAI body, headers."""
 
     status_code: int
-    retry_after_s: float | None
 
     def body(self) -> dict[str, Any]: ...
+
+    def headers(self) -> dict[str, str]: ...
 
 
 # The router's hook: given the requests let in whose bodies are still arriving, the refusal a new
@@ -112,10 +112,14 @@ class Door:
         return ok
 
 
-def _error(status: int, message: str, type_: str, code: str, extra: list[tuple[bytes, bytes]] | None = None):
-    body = json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+def _json(payload: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None):
+    body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     return headers + (extra or []), body
+
+
+def _error(status: int, message: str, type_: str, code: str, extra: list[tuple[bytes, bytes]] | None = None):
+    return _json({"error": {"message": message, "type": type_, "param": None, "code": code}}, extra)
 
 
 class BodyTooLarge(HTTPException):
@@ -247,11 +251,7 @@ class DoorMiddleware:
 
 
 def _refusal(refusal: Refusal) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    body = json.dumps(refusal.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if refusal.retry_after_s is not None:
-        headers.append((b"retry-after", str(math.ceil(refusal.retry_after_s)).encode()))
-    return headers, body
+    return _json(refusal.body(), [(k.lower().encode(), v.encode()) for k, v in refusal.headers().items()])
 
 
 def _too_large(limit: int):

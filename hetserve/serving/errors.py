@@ -6,6 +6,7 @@ Ray; `from_exception` unwraps them and maps each class to a status code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -47,6 +48,10 @@ class RequestError(Exception):
     def body(self) -> dict[str, Any]:
         err = ErrorBody(message=self.message, type=self.type, param=self.param, code=self.code)
         return ErrorResponse(error=err).model_dump()
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers of the answer: `Retry-After` (whole seconds, rounded up) on a 429 / 503."""
+        return {} if self.retry_after_s is None else {"Retry-After": str(math.ceil(self.retry_after_s))}
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -88,8 +88,7 @@ async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
 
 
 def _error_response(err: RequestError) -> JSONResponse:
-    headers = {"Retry-After": str(math.ceil(err.retry_after_s))} if err.retry_after_s is not None else None
-    return JSONResponse(err.body(), status_code=err.status_code, headers=headers)
+    return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers())
 
 
 @dataclass(frozen=True, slots=True)
