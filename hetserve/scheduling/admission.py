@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -231,16 +231,18 @@ class AdmissionQueue(Generic[T]):
         self.num_queued_total += 1
         return Queued(len(self._queue))
 
-    def refuse_now(self, views: Sequence[InstanceView], arriving: int = 0) -> Full | None:
+    def refuse_now(self, views: Callable[[], Sequence[InstanceView]], arriving: int = 0) -> Full | None:
         """The refusal a new request gets now, decided before the request is parsed (at the
         door): every free batch slot and every place in the queue is already spoken for, by the
         queue itself and by `arriving` requests (let in at the door, their bodies still being
         read; each will take a slot or a place). Under overload a refusal then costs no parsing
         and no scheduler work, and the requests let in are the ones that fit, so almost none is
-        refused after its body was read. None: let it in (offer() still has the last word)."""
-        if not self.config.late_binding:
+        refused after its body was read. None: let it in (offer() still has the last word).
+        `views` is called only when the queue and the arrivals could fill every place: every
+        request asks, and below that point the answer needs no instance view."""
+        if not self.config.late_binding or len(self._queue) + arriving < self.config.max_queue_requests:
             return None
-        healthy = [v for v in views if v.healthy]
+        healthy = [v for v in views() if v.healthy]
         if not healthy:
             return None  # offer() answers that (503), with the request's own reason
         free = sum(max(0.0, self._slots.get(v.instance_id, math.inf) - v.num_outstanding) for v in healthy)

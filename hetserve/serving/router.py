@@ -376,7 +376,7 @@ class RouterServer:
         """The 429 a new request gets now whatever it is (no slot or queue place is left), before
         it is parsed: the door (with its `arriving` count) and the handle methods ask first, so a
         refusal under overload costs no work."""
-        full = self._admission.refuse_now(self._routable_views(time.monotonic()), arriving)
+        full = self._admission.refuse_now(lambda: self._routable_views(time.monotonic()), arriving)
         return None if full is None else self._queue_full(full)
 
     def _unavailable(self, why: str) -> RequestError:

@@ -74,30 +74,30 @@ def test_refuse_now_counts_free_slots_queue_places_and_requests_still_arriving()
     """The door's check before parsing: refuse exactly when every free batch slot and queue place
     is spoken for, by the queue and by `arriving` requests (let in, bodies still being read)."""
     tracker, _, queue = _setup(slots=1, max_queue_requests=2)  # 2 instances x 1 slot + 2 places
-    assert queue.refuse_now(tracker.views()) is None
-    assert queue.refuse_now(tracker.views(), arriving=3) is None
-    full = queue.refuse_now(tracker.views(), arriving=4)
+    assert queue.refuse_now(tracker.views) is None
+    assert queue.refuse_now(tracker.views, arriving=3) is None
+    full = queue.refuse_now(tracker.views, arriving=4)
     assert isinstance(full, Full) and full.retry_after_s >= 1.0
     for i in range(2):
         d = queue.offer(_req(i), "x", tracker.views(), 0.0)
         tracker.on_dispatch(_req(i), d.instance_id, 0.0)
-    assert queue.refuse_now(tracker.views(), arriving=1) is None  # slots taken, places left
-    assert isinstance(queue.refuse_now(tracker.views(), arriving=2), Full)
+    assert queue.refuse_now(tracker.views, arriving=1) is None  # slots taken, places left
+    assert isinstance(queue.refuse_now(tracker.views, arriving=2), Full)
     queue.offer(_req(2), "x", tracker.views(), 0.0)
     queue.offer(_req(3), "x", tracker.views(), 0.0)
-    full = queue.refuse_now(tracker.views())
+    full = queue.refuse_now(tracker.views)
     assert isinstance(full, Full) and "2 requests wait" in full.reason
     assert isinstance(queue.offer(_req(4), "x", tracker.views(), 0.0), Full)  # the same verdict
     assert queue.num_refused == 4
     queue.remove("r3")
-    assert queue.refuse_now(tracker.views()) is None
+    assert queue.refuse_now(tracker.views) is None
     # A zero-length queue refuses nothing while an instance has a free slot.
     tracker, _, queue = _setup(slots=1, max_queue_requests=0)
-    assert queue.refuse_now(tracker.views(), arriving=1) is None
+    assert queue.refuse_now(tracker.views, arriving=1) is None
     assert isinstance(queue.offer(_req(0), "x", tracker.views(), 0.0), Bound)
     # Without late binding requests go straight to instances: the door never refuses.
     tracker, _, queue = _setup(slots=1, max_queue_requests=0, late_binding=False)
-    assert queue.refuse_now(tracker.views(), arriving=100) is None
+    assert queue.refuse_now(tracker.views, arriving=100) is None
 
 
 def test_exclusions_and_unplaceable_requests():
