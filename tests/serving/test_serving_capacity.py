@@ -34,8 +34,8 @@ from hetserve.model.latency import LatencyModel, load_profiles  # noqa: E402
 from hetserve.planner import search_plan  # noqa: E402
 from hetserve.serving.builder import build_application  # noqa: E402
 from hetserve.sim import SimRequests  # noqa: E402
-from hetserve.sim.instances import with_true_speed  # noqa: E402
 from hetserve.sim.fluid import saturated_capacity  # noqa: E402
+from hetserve.sim.instances import with_true_speed  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -105,6 +105,46 @@ async def _measure(handle, warmup_s: float = WARMUP_S) -> tuple[list[dict], floa
     return instances, float(np.percentile(samples, 99))
 
 
+NEEDS = {"A100-SXM4-80GB": 1, "L4": 2}  # the accelerators CLUSTER_YAML's instances take
+
+
+def _cluster(tmp_path: Path):
+    require_resources(**NEEDS)
+    cfg = tmp_path / "capacity.yaml"
+    cfg.write_text(CLUSTER_YAML)
+    return load_cluster(cfg)
+
+
+def _hetero_and_least_requests(
+    cluster, plan, name: str, emulation: dict, warmup_s: float = WARMUP_S
+) -> tuple[dict[str, tuple[list[dict], float]], dict]:
+    """Serve the plan with the candidate policy, then with least_requests (learning on), each
+    under the same closed loop; `emulation`: the emulated engines' true speed (app args). Returns
+    {label: (instances, p99 TTFT)} and a compact view of it for messages."""
+    results = {}
+    for label, policy, learn in [("hetero", CANDIDATE, LEARN), ("lr", "least_requests", True)]:
+        args = load_app_args(
+            {
+                "policy": policy,
+                "learn_capacity": learn,
+                **emulation,
+                "time_scale": 1.0,
+                "stats_period_s": 0.5,
+                "router_replicas": 1,
+                # The claim is the policy's and C's; late binding (binding only to instances with a
+                # free slot) evens out every policy and hides both (p99 TTFT 3.83 s vs 3.82 s).
+                "late_binding": False,
+            }
+        )
+        with deployed(build_application(cluster.model, plan, args), f"{name}-{label}", None, NEEDS) as handle:
+            results[label] = asyncio.run(_measure(handle, warmup_s))
+    shown = {
+        k: ([(r["accelerator"], round(r["capacity_tokens_per_s"])) for r in inst], round(p99, 3))
+        for k, (inst, p99) in results.items()
+    }
+    return results, shown
+
+
 def _without_profiles_of(accelerator: str) -> LatencyModel:
     """The default latency model with every profile of `accelerator` removed: that type is then
     priced by its roofline prior, as a type nobody profiled is."""
@@ -121,38 +161,14 @@ def test_live_capacity_converges_and_hetero_beats_the_baselines(
 ):
     """(a) the L4s run 3x slower than planned, (b) 3x faster, (d) the L4 has no profile (the plan
     prices it by its roofline prior) and runs 2x slower than that prior."""
-    needs = {"A100-SXM4-80GB": 1, "L4": 2}
-    require_resources(**needs)
-    cfg = tmp_path / "capacity.yaml"
-    cfg.write_text(CLUSTER_YAML)
-    cluster = load_cluster(cfg)
+    cluster = _cluster(tmp_path)
     plan = search_plan(cluster, latency_model=_without_profiles_of("L4") if roofline else None)
     if roofline:
         assert plan.deployment("L4-tp1").coeffs_source == "roofline", plan.deployment("L4-tp1").coeffs_source
     truth = true_capacity(plan, "L4-tp1", factor)
-    results = {}
     # Learning off is not run here (HETSERVE_TEST_LEARN=0 does that): C then stays at the plan's,
     # 3x off, and the C assertions below fail for it.
-    for label, policy, learn in [("hetero", CANDIDATE, LEARN), ("lr", "least_requests", True)]:
-        args = load_app_args(
-            {
-                "policy": policy,
-                "learn_capacity": learn,
-                "emulated_speed": {"L4": factor},
-                "time_scale": 1.0,
-                "stats_period_s": 0.5,
-                "router_replicas": 1,
-                # The claim is the policy's and C's; late binding (binding only to instances with a
-                # free slot) evens out every policy and hides both (p99 TTFT 3.83 s vs 3.82 s).
-                "late_binding": False,
-            }
-        )
-        with deployed(build_application(cluster.model, plan, args), f"capacity-{label}", None, needs) as handle:
-            results[label] = asyncio.run(_measure(handle))
-    shown = {
-        k: ([(r["accelerator"], round(r["capacity_tokens_per_s"])) for r in inst], round(p99, 3))
-        for k, (inst, p99) in results.items()
-    }
+    results, shown = _hetero_and_least_requests(cluster, plan, "capacity", {"emulated_speed": {"L4": factor}})
     print(f"truth L4 {truth:.0f} tok/s; (accelerator, C) and p99 TTFT: {shown}")
     for r in results["hetero"][0]:
         if r["accelerator"] == "L4":
@@ -174,32 +190,11 @@ def test_live_capacity_follows_a_mid_run_slowdown(serve_url, tmp_path: Path):
     """The A100 (the fast instance, alone in its deployment) slows 2x 1 s into the run: by the end
     of the window C of it is within 10% of its new saturated rate, and hetero's p99 TTFT is at
     least 5% better than least_requests'."""
-    needs = {"A100-SXM4-80GB": 1, "L4": 2}
-    require_resources(**needs)
-    cfg = tmp_path / "capacity.yaml"
-    cfg.write_text(CLUSTER_YAML)
-    cluster = load_cluster(cfg)
+    cluster = _cluster(tmp_path)
     plan = search_plan(cluster)
     truth = true_capacity(plan, "A100-SXM4-80GB-tp1", 2.0)
-    results = {}
-    for label, policy, learn in [("hetero", CANDIDATE, LEARN), ("lr", "least_requests", True)]:
-        args = load_app_args(
-            {
-                "policy": policy,
-                "learn_capacity": learn,
-                "emulated_speed_changes": {"A100-SXM4-80GB": [[SLOWDOWN_AFTER_S, 2.0]]},
-                "time_scale": 1.0,
-                "stats_period_s": 0.5,
-                "router_replicas": 1,
-                "late_binding": False,  # as above: the claim is the policy's and C's
-            }
-        )
-        with deployed(build_application(cluster.model, plan, args), f"slowdown-{label}", None, needs) as handle:
-            results[label] = asyncio.run(_measure(handle, SLOWDOWN_WARMUP_S))
-    shown = {
-        k: ([(r["accelerator"], round(r["capacity_tokens_per_s"])) for r in inst], round(p99, 3))
-        for k, (inst, p99) in results.items()
-    }
+    slowdown = {"emulated_speed_changes": {"A100-SXM4-80GB": [[SLOWDOWN_AFTER_S, 2.0]]}}
+    results, shown = _hetero_and_least_requests(cluster, plan, "slowdown", slowdown, SLOWDOWN_WARMUP_S)
     print(f"truth A100 after the slowdown {truth:.0f} tok/s; (accelerator, C) and p99 TTFT: {shown}")
     for r in results["hetero"][0]:
         if r["accelerator"] == "A100-SXM4-80GB":

@@ -92,27 +92,35 @@ def test_the_context_check_uses_the_exact_count(tokenizer):
     assert err.value.status_code == 400 and err.value.param == "prompt"
 
 
-def test_emulated_engine_speaks_the_tokenizers_ids_and_the_router_detokenizes(tokenizer):
-    """Usage equals what a client counts by re-tokenizing the streamed text."""
-    vocab = tokenizer.output_vocabulary()
+def _emulated_run(request: GenerateRequest, output_token_ids=None) -> list:
+    """Every chunk an emulated engine (fast, one instance) streams for `request`; its output ids
+    drawn from `output_token_ids` (default: the engine's own)."""
+    vocab = {} if output_token_ids is None else {"output_token_ids": output_token_ids}
     engine = EmulatedEngine(
         coeffs=LatencyCoeffs(a_p=0.0, b_p=0.0, a_d=0.0, c_d=0.0, b_d=0.001),
         kv_capacity_tokens=100_000,
         max_num_seqs=8,
         max_model_len=8192,
-        output_token_ids=vocab,
-    )
-    prepared = preparer(tokenizer, detokenize=True).completion(
-        CompletionRequest(model=MODEL, prompt=CJK, max_tokens=300)
+        **vocab,
     )
 
     async def main():
         await engine.start()
-        chunks = [c async for c in engine.generate(prepared.request)]
-        await engine.shutdown()
-        return chunks
+        try:
+            return [c async for c in engine.generate(request)]
+        finally:
+            await engine.shutdown()
 
-    chunks = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_emulated_engine_speaks_the_tokenizers_ids_and_the_router_detokenizes(tokenizer):
+    """Usage equals what a client counts by re-tokenizing the streamed text."""
+    vocab = tokenizer.output_vocabulary()
+    prepared = preparer(tokenizer, detokenize=True).completion(
+        CompletionRequest(model=MODEL, prompt=CJK, max_tokens=300)
+    )
+    chunks = _emulated_run(prepared.request, vocab)
     text = "".join(prepared.text_of(c) for c in chunks)
     ids = [t for c in chunks for t in c.token_ids]
     assert set(ids) <= set(vocab)
@@ -133,22 +141,8 @@ def test_emulated_engine_speaks_the_tokenizers_ids_and_the_router_detokenizes(to
 )
 def test_emulated_engine_refuses_what_it_cannot_honour_naming_the_field(field, body):
     prepared = RequestPreparer(MODEL, 8192, 2048).from_dict({"model": MODEL, **body})
-    engine = EmulatedEngine(
-        coeffs=LatencyCoeffs(a_p=0.0, b_p=0.0, a_d=0.0, c_d=0.0, b_d=0.001),
-        kv_capacity_tokens=10_000,
-        max_num_seqs=4,
-        max_model_len=4096,
-    )
-
-    async def main():
-        await engine.start()
-        try:
-            return [c async for c in engine.generate(prepared.request)]
-        finally:
-            await engine.shutdown()
-
     with pytest.raises(UnsupportedParameterError) as exc:
-        asyncio.run(main())
+        _emulated_run(prepared.request)
     err = from_exception(exc.value)
     assert (err.status_code, err.param) == (400, field)
 
@@ -229,24 +223,10 @@ def test_emulated_output_vocabulary_of_a_sentencepiece_tokenizer(tmp_path):
     assert tok.hf.decode([tok.hf.convert_tokens_to_ids("▁quick")]) == "quick"  # the case that found none
     vocab = tok.output_vocabulary()
     assert len(vocab) >= 10 and all(tok.hf.convert_ids_to_tokens(i).startswith("▁") for i in vocab)
-    engine = EmulatedEngine(
-        coeffs=LatencyCoeffs(a_p=0.0, b_p=0.0, a_d=0.0, c_d=0.0, b_d=0.001),
-        kv_capacity_tokens=100_000,
-        max_num_seqs=8,
-        max_model_len=8192,
-        output_token_ids=vocab,
-    )
     prepared = RequestPreparer(MODEL, 8192, tok.vocab_size, tokenizer=tok, detokenize=True).completion(
         CompletionRequest(model=MODEL, prompt="the quick brown fox", max_tokens=200)
     )
-
-    async def main():
-        await engine.start()
-        chunks = [c async for c in engine.generate(prepared.request)]
-        await engine.shutdown()
-        return chunks
-
-    chunks = asyncio.run(main())
+    chunks = _emulated_run(prepared.request, vocab)
     ids = [t for c in chunks for t in c.token_ids]
     streamed = "".join(prepared.text_of(c) for c in chunks)
     assert len(ids) == 200 and len(set(ids)) > 5
