@@ -31,6 +31,7 @@ cluster's slots count as the queue.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -54,6 +55,7 @@ class AdmissionConfig:
     slots_factor: float = 1.0  # room while outstanding < slots_factor x max_num_seqs
     kv_factor: float = 1.0  # ... and estimated KV demand <= kv_factor x KV capacity
     late_binding: bool = True
+    pick_window: int = 64  # the oldest waiting requests a class-aware policy may pick from
 
     def __post_init__(self) -> None:
         if self.max_queue_requests < 0:
@@ -126,6 +128,7 @@ class AdmissionQueue(Generic[T]):
         self._group_instance: dict[str, str] = {}  # group -> where its first child was bound
         self.num_refused = 0
         self.num_queued_total = 0
+        self.num_passed_head = 0  # bindings of a request other than the head (pick_queued)
 
     # ---- instances -------------------------------------------------------------------------
     def set_slots(self, instance_id: str, max_num_seqs: int | None) -> None:
@@ -267,6 +270,9 @@ class AdmissionQueue(Generic[T]):
         refuses it) rather than blocking the queue."""
         if not self._queue:
             return None
+        picked = self._policy_pick(views, now_s)
+        if picked is not None:
+            return picked
         rid, entry = next(iter(self._queue.items()))
         eligible = _eligible(entry.request, views, entry.exclude)
         if not eligible:
@@ -292,6 +298,29 @@ class AdmissionQueue(Generic[T]):
             self._group_instance[entry.group] = iid
         self._leave_group(entry)
         return Binding(entry.item, entry.request, iid)
+
+    def _policy_pick(self, views: Sequence[InstanceView], now_s: float) -> Binding[T] | None:
+        """A waiting request other than the head that the policy would rather bind now
+        (`SchedulingPolicy.pick_queued`; the head for most policies). The policy sees each of
+        the oldest `pick_window` plain requests (no group) with the instances that have room
+        for it now; None: bind the head as always."""
+        if len(self._queue) < 2:
+            return None
+        roomy = [v for v in views if v.healthy and self.has_room(v)]
+        if not roomy:
+            return None
+        window = [e for e in itertools.islice(self._queue.values(), self.config.pick_window) if e.group is None]
+        if not window or window[0] is not next(iter(self._queue.values())):
+            return None
+        fits = [[v for v in _eligible(e.request, roomy, e.exclude) if self.has_room(v, e.request)] for e in window]
+        i = self.policy.pick_queued([(e.request, f) for e, f in zip(window, fits, strict=True)])
+        if i <= 0 or i >= len(window) or not fits[i]:
+            return None
+        entry = window[i]
+        del self._queue[entry.request.request_id]
+        self._drop_work(entry)
+        self.num_passed_head += 1
+        return Binding(entry.item, entry.request, self._bind(entry.request, fits[i], now_s))
 
     def drain_all(self) -> list[Binding[T]]:
         """Empty the queue (shutdown): every entry unbound."""

@@ -140,6 +140,13 @@ class SchedulingPolicy(abc.ABC):
     def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
         """Return the instance_id to serve `request`; `instances` is non-empty and all eligible."""
 
+    def pick_queued(self, waiting: Sequence[tuple[RequestInfo, Sequence[InstanceView]]]) -> int:
+        """Late binding: which of the oldest waiting requests (FIFO order, each with the
+        instances that have room for it now, maybe none) to bind next. 0, the head, for every
+        policy that treats requests alike; a class-aware one may let a request that the free
+        instances serve best pass the head (the queue binds the head when the pick has none)."""
+        return 0
+
     def on_dispatch(self, request: RequestInfo, instance_id: str, now_s: float) -> None:
         """Called after the request was sent to `instance_id` (a no-op unless the policy keeps state)."""
         return None

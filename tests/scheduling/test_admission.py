@@ -224,3 +224,36 @@ def test_a_group_leaving_the_queue_forgets_its_instance():
     queue.offer_group(kids, ["a", "b"], tracker.views(), 0.0)
     assert queue.remove("g-0") and queue.remove("g-1") and len(queue) == 0
     assert queue._group_left == {} and queue._group_instance == {}
+
+
+class _PickLast(type(make_policy("hetero"))):  # type: ignore[misc]
+    """A policy that would bind the youngest waiting request with a place (the hook's contract)."""
+
+    def pick_queued(self, waiting):
+        self.seen = [(r.request_id, sorted(v.instance_id for v in fits)) for r, fits in waiting]
+        return max((i for i, (_, fits) in enumerate(waiting) if fits), default=0)
+
+
+def test_a_policy_may_bind_a_waiting_request_past_the_head():
+    tracker, _, queue = _setup(slots=1, max_queue_requests=10)
+    policy = _PickLast()
+    queue.policy = policy
+    for i in range(2):
+        d = queue.offer(_req(i), f"r{i}", tracker.views(), 0.0)
+        assert isinstance(d, Bound)
+        tracker.on_dispatch(_req(i), d.instance_id, 0.0)
+    for i in range(2, 5):
+        assert isinstance(queue.offer(_req(i), f"r{i}", tracker.views(), 0.0), Queued)
+    assert queue.next_binding(tracker.views(), 0.1) is None  # no room: the policy is not asked
+    tracker.on_complete("r0", 0.2)  # r0 was on one of the two; that one has room now
+    freed = next(v.instance_id for v in tracker.views() if v.num_outstanding == 0)
+    b = queue.next_binding(tracker.views(), 0.2)
+    assert b is not None and (b.item, b.instance_id) == ("r4", freed)
+    assert policy.seen == [("r2", [freed]), ("r3", [freed]), ("r4", [freed])]
+    assert queue.num_passed_head == 1 and len(queue) == 2
+    # The default policy binds the head: the same queue with hetero takes r2 next.
+    queue.policy = make_policy("hetero")
+    tracker.on_dispatch(b.request, b.instance_id, 0.2)
+    tracker.on_complete("r4", 0.3)
+    b = queue.next_binding(tracker.views(), 0.3)
+    assert b is not None and b.item == "r2"

@@ -12,6 +12,7 @@ import pytest
 from hetserve.model.classes import RequestClasses
 from hetserve.records import LatencyCoeffs, RequestInfo
 from hetserve.scheduling import make_policy, policy_names
+from hetserve.scheduling.admission import AdmissionConfig, AdmissionQueue
 from hetserve.scheduling.base import InstanceView
 from hetserve.scheduling.hetero_classes import ClassTable, HeteroClassesPolicy
 from hetserve.sim import PlannedInstance, SimConfig, SimRequests, Simulator, summarize
@@ -50,10 +51,14 @@ def _setup(specs):
     return bound, seeded
 
 
-def _throughput(specs, policy, bound, load: float = 1.3) -> float:
+def _run(specs, policy, bound, load: float = 1.3, late: bool = False):
     reqs = _bimodal(6000, rate=load * bound.validated)
-    res = Simulator(specs, policy, reqs, SimConfig()).run()
-    return summarize(res).output_tokens_per_s
+    queue = AdmissionQueue(policy, AdmissionConfig(max_queue_requests=10**9)) if late else None
+    return summarize(Simulator(specs, policy, reqs, SimConfig(), admission=queue).run())
+
+
+def _throughput(specs, policy, bound, load: float = 1.3, late: bool = False) -> float:
+    return _run(specs, policy, bound, load, late).output_tokens_per_s
 
 
 def test_registered_by_name_and_hetero_without_a_table():
@@ -74,6 +79,31 @@ def test_comparative_advantage_beats_hetero_at_saturation():
     assert classes > 1.04 * hetero
     assert blind == pytest.approx(hetero, rel=0.01)
     assert classes >= 0.95 * bound.validated * bound.mean_output_tokens
+
+
+def test_late_binding_pulls_each_class_to_its_type_from_the_queue():
+    # Behind the admission queue (the live router's default) a request is bound when a slot
+    # frees, to the instance that freed it; the split is made by which waiting request the freed
+    # instance pulls (pick_queued). Measured: hetero 2090 tok/s, hetero_classes 2159, the same
+    # without the pull 2090 (it is then hetero: every binding goes to the one instance with room).
+    bound, specs = _setup([_spec("big", 400_000), _spec("small", 20_000)])
+    table = class_table(bound)
+    hetero = _throughput(specs, make_policy("hetero"), bound, late=True)
+    pulled = HeteroClassesPolicy(0, table)
+    classes = _throughput(specs, pulled, bound, late=True)
+    assert classes > 1.025 * hetero
+    assert pulled.num_pulled > 0
+
+
+def test_below_saturation_a_free_slot_is_taken_at_once():
+    # At 0.6x nothing needs the split; hetero's pick is taken while its batch has a free slot,
+    # so the class routing costs no latency. Measured p99 TTFT: hetero 0.583 s, hetero_classes
+    # 0.583 s, the same sending every request by the split (room_first=False) 0.687 s.
+    bound, specs = _setup([_spec("big", 400_000), _spec("small", 20_000)])
+    table = class_table(bound)
+    hetero = _run(specs, make_policy("hetero"), bound, load=0.6).ttft_s.p99
+    classes = _run(specs, HeteroClassesPolicy(0, table), bound, load=0.6).ttft_s.p99
+    assert classes <= 1.05 * hetero
 
 
 def _wrong(specs, slowed: str, factor: float = 3.0):
