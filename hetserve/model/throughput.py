@@ -30,6 +30,10 @@ _NO_PROMPT = (np.zeros(1), np.ones(1))
 # Fixed-point iterations for the admissions per step (enough: it converges in 2-4 when prompts
 # spill over the step budget, and is exact at once when they never do).
 _MAX_ITERATIONS = 4
+# When the fixed point overshoots (long prompts, a few output tokens, a large batch: admitting
+# every slot leaves no decodes, admitting few leaves room for all), it alternates between two
+# wrong answers; the root is then bracketed and bisected, this many steps more at most.
+_MAX_BISECTIONS = 30
 
 
 def _lognormal_points(mean: float, cv: float) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +107,10 @@ def steady_state(
 
     lam = b / l_out
     e_time = e_tokens = e_admit_time = e_steps = 0.0
-    for _ in range(_MAX_ITERATIONS):
+    lo, hi, bisecting = 0.0, float(b), False  # the root of E[tokens](lam)/l_out = lam lies in [lo, hi]
+    for i in range(_MAX_ITERATIONS + _MAX_BISECTIONS):
+        if i >= _MAX_ITERATIONS and not bisecting:
+            break
         p = min(1.0, lam / b)
         pmf = [0.0] * b + [1.0] if p >= 1.0 else _binomial_pmf(b, p)
         e_time = e_tokens = e_admit_time = e_steps = 0.0
@@ -118,9 +125,15 @@ def steady_state(
                 e_steps += w * wt * j
                 e_admit_time += w * wt * k * t
         new = min(float(b), e_tokens / l_out)
-        if abs(new - lam) <= 1e-4 * lam:
+        if abs(new - lam) <= 1e-4 * lam or hi - lo <= 1e-4 * lam:
             break
-        lam = new
+        if new > lam:
+            lo = lam
+        else:
+            hi = lam
+        if not lo < new < hi:  # overshoots the bracket: the plain iteration would oscillate
+            bisecting = True
+        lam = 0.5 * (lo + hi) if bisecting else new
     x_req = e_tokens / l_out / e_time
     tpot = e_time / e_steps
     ttft = e_admit_time / max(lam, 1e-9)
