@@ -147,6 +147,10 @@ class SchedulingPolicy(abc.ABC):
         instances serve best pass the head (the queue binds the head when the pick has none)."""
         return 0
 
+    def stats(self) -> dict[str, int]:
+        """Counters of the policy's own decisions, for the router's stats (none for most)."""
+        return {}
+
     def on_dispatch(self, request: RequestInfo, instance_id: str, now_s: float) -> None:
         """Called after the request was sent to `instance_id` (a no-op unless the policy keeps state)."""
         return None

@@ -359,6 +359,17 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
             self.num_pulled += 1
         return best
 
+    def stats(self) -> dict[str, int]:
+        """How it decided: LPs solved and splits adopted; requests placed by hetero's rule on a
+        free slot, moved off their split by overflow, and pulled past the queue's head."""
+        return {
+            "lp_solves": self.num_solves,
+            "splits_adopted": self.num_adopted,
+            "placed_on_free_slot": self.num_roomy,
+            "overflows": self.num_overflows,
+            "pulled_past_head": self.num_pulled,
+        }
+
     def _earliest(self, instances: Sequence[InstanceView], k: int) -> str:
         """The instance whose in-flight work plus this class-k request finishes first."""
         for v in instances:

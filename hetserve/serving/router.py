@@ -771,6 +771,8 @@ class RouterServer:
             "queue_length": len(self._admission),
             "queued_work_tokens": self._admission.queued_work_tokens,
             "in_flight": sum(v.num_outstanding for v in views),
+            "bound_past_head": self._admission.num_passed_head,
+            "policy": {"name": self._policy_name, **self._policy.stats()},
             **self._counts,
         }
 
