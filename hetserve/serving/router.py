@@ -5,6 +5,9 @@ every instance deployment. A request is validated, placed by `policy.select` on 
 the best score, and streamed from exactly that replica (replica_router.py); streamed tokens and
 completion update the tracker, and the instances' periodic stats reconcile it. Several router
 replicas each track their own dispatches; reconciliation counts the others' work as external.
+What the client sees of a request's chunks (unary response, stream chunks, server-sent events)
+is rendered by serving/render.py; `n` > 1 requests fan out in serving/fanout.py; keys and body
+limits are checked at the door (serving/door.py).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
-import json
 import logging
 import math
 import os
@@ -35,7 +37,7 @@ from hetserve.records import DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_TOKENS, Deployme
 from hetserve.scheduling import LoadTracker, NoInstanceError, make_policy
 from hetserve.scheduling.admission import AdmissionConfig, AdmissionQueue, Binding, Bound, Full, Queued
 from hetserve.scheduling.base import InstanceView
-from hetserve.serving import door, fanout
+from hetserve.serving import door, fanout, render
 from hetserve.serving.door import BodyTooLarge, DoorMiddleware
 from hetserve.serving.engine_deployment import stats_from_routing
 from hetserve.serving.errors import RequestError, from_exception, from_validation_errors
@@ -45,13 +47,6 @@ from hetserve.serving.metrics import InstanceTags, RouterMetrics
 from hetserve.serving.openai_api import (
     ChatCompletionRequest,
     CompletionRequest,
-    Usage,
-    chat_chunk,
-    chat_logprobs,
-    chat_response,
-    completion_chunk,
-    completion_logprobs,
-    completion_response,
     model_list,
 )
 from hetserve.serving.prepare import Prepared, RequestPreparer, placement_info
@@ -78,17 +73,13 @@ async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONRe
 
 @api.exception_handler(RequestError)
 async def _refused(request: Request, exc: RequestError) -> JSONResponse:
-    return _error_response(exc)
+    return render.error_response(exc)
 
 
 @api.exception_handler(BodyTooLarge)
 async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
     err = RequestError(413, str(exc.detail), code="body_too_large")
-    return _error_response(err)
-
-
-def _error_response(err: RequestError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers())
+    return render.error_response(err)
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,7 +457,7 @@ class RouterServer:
     # ---- dispatch ----------------------------------------------------------------------------
     async def _stream_tokens(
         self, prepared: Prepared, buffered: bool = False, bound_to: str | None = None
-    ) -> AsyncIterator[TokenChunk]:
+    ) -> AsyncGenerator[TokenChunk, None]:
         """Admit, place and stream the request's chunks, retrying failed instances.
 
         `buffered` (unary requests): chunks are held until the request completes, so a failure at
@@ -619,30 +610,8 @@ class RouterServer:
             return await fanout.complete_choices(prepared, self._bind_children, self._complete, self._abandon)
         if bound_to is not None:  # a child of an n > 1 request, in its own task
             _own_serve_request_context(prepared.request.request_id)
-        parts: list[str] = []
-        ids: list[int] = []
-        logprobs: list[Any] = []
-        finish, num_out, num_prompt = None, 0, prepared.num_prompt_tokens
-        prompt_ids = prepared.request.prompt_token_ids
-        async for chunk in self._stream_tokens(prepared, buffered=True, bound_to=bound_to):
-            parts.append(prepared.text_of(chunk))
-            ids.extend(chunk.token_ids)
-            logprobs.extend(chunk.logprobs or ())
-            finish, num_out = chunk.finish_reason or finish, chunk.num_output_tokens
-            num_prompt = chunk.num_prompt_tokens or num_prompt  # the engine's count
-            prompt_ids = chunk.prompt_token_ids or prompt_ids
-        usage = Usage.of(num_prompt, num_out)
-        wants_lp = prepared.request.logprobs is not None
-        extra = choice_extra = None
-        if prepared.return_token_ids:
-            extra = {"prompt_token_ids": list(prompt_ids) if prompt_ids is not None else None}
-            choice_extra = {"token_ids": ids}
-        rid, model, text = prepared.request.request_id, self._spec.model, "".join(parts)
-        if prepared.kind == "completion":
-            lp = completion_logprobs(logprobs) if wants_lp else None
-            return completion_response(rid, model, text, finish, usage, prepared.created, lp, extra, choice_extra)
-        lp = chat_logprobs(logprobs) if wants_lp else None
-        return chat_response(rid, model, text, finish, usage, prepared.created, lp, extra, choice_extra)
+        chunks = self._stream_tokens(prepared, buffered=True, bound_to=bound_to)
+        return await render.response_of(prepared, self._spec.model, chunks)
 
     async def _chunk_dicts(
         self, prepared: Prepared, bound_to: str | None = None
@@ -657,55 +626,13 @@ class RouterServer:
             return
         if bound_to is not None:  # a child of an n > 1 request, iterated by its own task
             _own_serve_request_context(prepared.request.request_id)
-        rid, model, created = prepared.request.request_id, self._spec.model, prepared.created
-        num_out, num_prompt, first, offset = 0, prepared.num_prompt_tokens, True, 0
-        wants_lp = prepared.request.logprobs is not None
-        async for chunk in self._stream_tokens(prepared, bound_to=bound_to):
-            num_out = chunk.num_output_tokens
-            num_prompt = chunk.num_prompt_tokens or num_prompt  # the engine's count
-            text = prepared.text_of(chunk)
-            items = list(chunk.logprobs or ())
-            if prepared.kind == "completion":
-                lp = completion_logprobs(items, offset) if wants_lp else None
-                yield completion_chunk(rid, model, created, text, chunk.finish_reason, logprobs=lp)
-            else:
-                delta = {"role": "assistant", "content": text} if first else {"content": text}
-                lp = chat_logprobs(items) if wants_lp else None
-                yield chat_chunk(rid, model, created, delta, chunk.finish_reason, logprobs=lp)
-            offset += len(text)
-            first = False
-        if prepared.include_usage:
-            usage = Usage.of(num_prompt, num_out)
-            if prepared.kind == "completion":
-                yield completion_chunk(rid, model, created, "", None, usage=usage, with_choice=False)
-            else:
-                yield chat_chunk(rid, model, created, {}, None, usage=usage, with_choice=False)
+        tokens = self._stream_tokens(prepared, bound_to=bound_to)
+        async with aclosing(tokens), aclosing(render.stream_of(prepared, self._spec.model, tokens)) as items:
+            async for item in items:
+                yield item
 
     async def _sse(self, prepared: Prepared) -> StreamingResponse | JSONResponse:
-        """Server-sent events. The first chunk is awaited before answering, so refusals and
-        placement failures still get their HTTP status; later failures end the stream with an
-        error event."""
-        chunks = self._chunk_dicts(prepared)
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = None
-        except RequestError as err:
-            return _error_response(err)
-
-        async def events() -> AsyncIterator[str]:
-            try:
-                if first is not None:
-                    yield f"data: {json.dumps(first)}\n\n"
-                async for item in chunks:
-                    yield f"data: {json.dumps(item)}\n\n"
-            except RequestError as err:
-                yield f"data: {json.dumps(err.body())}\n\n"
-            finally:
-                await chunks.aclose()
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return await render.sse_of(self._chunk_dicts(prepared))
 
     # ---- Python API (handles) ------------------------------------------------------------------
     async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
