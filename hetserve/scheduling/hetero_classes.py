@@ -296,12 +296,14 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         if not self._known:  # called without select (tests): the offered instances count
             self._known = {v.instance_id: (v.deployment, self._num_requests) for v in instances}
         self._maybe_resolve(instances)
+        for v in instances:
+            self._dep_of[v.instance_id] = self._dep_index.get(v.deployment)
         target, self._target = self._target, None
         if target is not None and target[0] == request.request_id:
             # Pulled from the queue for this deployment (pick_queued): the earliest finish there.
             there = [v for v in instances if v.deployment == target[1]]
             if there:
-                return self._earliest(there, k)
+                return there[self._earliest(there, self._finish(there, k))].instance_id
         if self.room_first:
             # Not every batch is full: hetero's pick starts at once (the LP split matters only
             # when every type is busy; before that it would trade latency for nothing).
@@ -309,19 +311,9 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
             v0 = next(v for v in instances if v.instance_id == first)
             if 0 < v0.batch_slots and v0.num_outstanding < v0.batch_slots:
                 self.num_roomy += 1
-                for v in instances:
-                    self._dep_of[v.instance_id] = self._dep_index.get(v.deployment)
                 return first
-        # Expected finish on each instance, in the rates' seconds: the in-flight work this policy
-        # sent there (each request costs 1/mu[i,k] of one instance's saturated time) plus this one.
-        # Work sent to an instance slower than its rates say stays in flight longer, so its
-        # backlog grows faster than the others' and overflow moves work away: measured, without C.
-        dep_index, cost_of, outstanding = self._dep_index, self._cost_of, self._outstanding
-        finish = []
-        for v in instances:
-            self._dep_of[v.instance_id] = dep_index.get(v.deployment)
-            finish.append(outstanding.get(v.instance_id, 0.0) + float(cost_of[v.instance_id][k]))
-        best = min(range(len(instances)), key=lambda i: (finish[i], -instances[i].kv_free_tokens, i))
+        finish = self._finish(instances, k)
+        best = self._earliest(instances, finish)
         dep = self._pick_deployment(k, instances)
         if dep is None:
             return instances[best].instance_id
@@ -331,6 +323,19 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
             self.num_overflows += 1
             return instances[best].instance_id
         return instances[pick].instance_id
+
+    def _finish(self, instances: Sequence[InstanceView], k: int) -> list[float]:
+        """Expected finish on each instance, in the rates' seconds: the in-flight work this policy
+        sent there (each request costs 1/mu[i,k] of one instance's saturated time) plus this one.
+        Work sent to an instance slower than its rates say stays in flight longer, so its
+        backlog grows faster than the others' and overflow moves work away: measured, without C."""
+        cost_of, outstanding = self._cost_of, self._outstanding
+        return [outstanding.get(v.instance_id, 0.0) + float(cost_of[v.instance_id][k]) for v in instances]
+
+    @staticmethod
+    def _earliest(instances: Sequence[InstanceView], finish: Sequence[float]) -> int:
+        """Index of the earliest finish (ties: the most free KV, then the first)."""
+        return min(range(len(instances)), key=lambda i: (finish[i], -instances[i].kv_free_tokens, i))
 
     def pick_queued(self, waiting: Sequence[tuple[RequestInfo, Sequence[InstanceView]]]) -> int:
         """Late binding pulls by class: of the oldest waiting requests, the one whose class is
@@ -369,14 +374,6 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
             "overflows": self.num_overflows,
             "pulled_past_head": self.num_pulled,
         }
-
-    def _earliest(self, instances: Sequence[InstanceView], k: int) -> str:
-        """The instance whose in-flight work plus this class-k request finishes first."""
-        for v in instances:
-            self._dep_of[v.instance_id] = self._dep_index.get(v.deployment)
-        finish = [self._outstanding.get(v.instance_id, 0.0) + float(self._cost_of[v.instance_id][k]) for v in instances]
-        best = min(range(len(instances)), key=lambda i: (finish[i], -instances[i].kv_free_tokens, i))
-        return instances[best].instance_id
 
     def on_dispatch(self, request: RequestInfo, instance_id: str, now_s: float) -> None:
         if self.table is None:
