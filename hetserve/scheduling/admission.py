@@ -304,7 +304,7 @@ class AdmissionQueue(Generic[T]):
         (`SchedulingPolicy.pick_queued`; the head for most policies). The policy sees each of
         the oldest `pick_window` plain requests (no group) with the instances that have room
         for it now; None: bind the head as always."""
-        if len(self._queue) < 2:
+        if len(self._queue) < 2 or not self.policy.pulls_from_queue:
             return None
         roomy = [v for v in views if v.healthy and self.has_room(v)]
         if not roomy:

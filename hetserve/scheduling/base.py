@@ -140,6 +140,12 @@ class SchedulingPolicy(abc.ABC):
     def choose(self, request: RequestInfo, instances: Sequence[InstanceView], now_s: float) -> str:
         """Return the instance_id to serve `request`; `instances` is non-empty and all eligible."""
 
+    @property
+    def pulls_from_queue(self) -> bool:
+        """Whether `pick_queued` may pick anything but the head: the admission queue builds the
+        window of waiting requests and their places only for a policy that says so."""
+        return False
+
     def pick_queued(self, waiting: Sequence[tuple[RequestInfo, Sequence[InstanceView]]]) -> int:
         """Late binding: which of the oldest waiting requests (FIFO order, each with the
         instances that have room for it now, maybe none) to bind next. 0, the head, for every

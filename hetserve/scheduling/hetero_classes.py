@@ -337,6 +337,10 @@ class HeteroClassesPolicy(HeteroPolicy, name="hetero_classes"):
         """Index of the earliest finish (ties: the most free KV, then the first)."""
         return min(range(len(instances)), key=lambda i: (finish[i], -instances[i].kv_free_tokens, i))
 
+    @property
+    def pulls_from_queue(self) -> bool:
+        return self.pull and self.table is not None
+
     def pick_queued(self, waiting: Sequence[tuple[RequestInfo, Sequence[InstanceView]]]) -> int:
         """Late binding pulls by class: of the oldest waiting requests, the one whose class is
         furthest behind its LP share on a deployment with room for it (requests bound under the

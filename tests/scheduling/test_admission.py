@@ -229,6 +229,8 @@ def test_a_group_leaving_the_queue_forgets_its_instance():
 class _PickLast(type(make_policy("hetero"))):  # type: ignore[misc]
     """A policy that would bind the youngest waiting request with a place (the hook's contract)."""
 
+    pulls_from_queue = True
+
     def pick_queued(self, waiting):
         self.seen = [(r.request_id, sorted(v.instance_id for v in fits)) for r, fits in waiting]
         return max((i for i, (_, fits) in enumerate(waiting) if fits), default=0)
