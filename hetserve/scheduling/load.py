@@ -171,6 +171,12 @@ class LoadTracker:
         self.num_forgotten = 0  # flights reconcile judged lost
         self.num_dropped_running = 0  # of those, how many later streamed or completed (a wrong call)
         self._forgotten: set[str] = set()
+        # An engine report moved a fit: C, B and the first-token time of every instance are
+        # recomputed when next read (`_fresh`), not per report. A tick brings one report per
+        # instance, and each recompute prices every instance (the mix is shared), so refreshing
+        # per report cost N^2 steady states a tick (112 instances: ~40 s of CPU per emulated
+        # minute). The mix of the latest report is kept for it: the same values as before.
+        self._stale_mix: tuple[float, float, float, float] | None = None
 
     # ---- instances -------------------------------------------------------------------------
     def add_instance(
@@ -227,6 +233,7 @@ class LoadTracker:
 
     def views(self) -> list[InstanceView]:
         """One view per instance, sorted by instance_id; the objects are live (do not keep them)."""
+        self._fresh()
         out = []
         for inst in self._order:
             v = inst.view
@@ -365,7 +372,10 @@ class LoadTracker:
 
         if inst.fit is not None:
             inst.fit.update(stats.steps)
-            self._refresh_capacities()
+            if self.mean_prompt_tokens is not None:
+                self._stale_mix = (self.mean_prompt_tokens, self.mix_output_tokens, *self.mix_cv)
+            else:
+                self._refresh_capacities()  # no request seen yet: nothing to price, cheap
         elif self.learn_capacity:  # no coefficients: the saturated-stretch rule
             self._update_capacity(inst, stats, now_s, prev_s)
 
@@ -416,6 +426,7 @@ class LoadTracker:
         inst = self._get(instance_id)
         if inst.fit is None:
             return {}
+        self._fresh()
         out: dict[str, float | None] = dict(inst.fit.summary())
         est = inst.estimate
         out["capacity_rel_uncertainty"] = est.rel_uncertainty if est is not None else None
@@ -450,19 +461,28 @@ class LoadTracker:
         inst.stretch_tokens += delivered
         span = now_s - inst.stretch_start_s
         if span >= self.capacity_window_s:
+            self._fresh()  # `current` as a refresh at each report left it
             measured = max(inst.stretch_tokens / span, MIN_CAPACITY_FRACTION * inst.seed_tokens_per_s)
             current = inst.view.capacity_tokens_per_s
             inst.ratio = (current + self.ewma_alpha * (measured - current)) / inst.seed_tokens_per_s
             inst.stretch_start_s, inst.stretch_tokens = now_s, 0.0
             self._refresh_capacities()
 
-    def _refresh_capacities(self) -> None:
+    def _fresh(self) -> None:
+        """Recompute the capacities if a report moved a fit since they were last computed, at
+        that report's mix: the values recomputing after every report gave (each recompute
+        overwrote every instance's, from the fits, the ratios and the mix alone)."""
+        if self._stale_mix is not None:
+            self._refresh_capacities(self._stale_mix)
+
+    def _refresh_capacities(self, mix: tuple[float, float, float, float] | None = None) -> None:
         """C = seed x ratio. An instance never measured borrows the ratio of its deployment's
         measured instances, else the median over all measured ones: what moved a measured C away
         from its seed is mostly common to all (the live request mix differs from the one the plan
         was priced for, so output tokens/s differ everywhere), and C's that mix learned and seeded
         units would misroute toward the instances not yet measured."""
-        self._fit_ratios()
+        self._stale_mix = None
+        self._fit_ratios(mix)
         by_dep: dict[str, list[float]] = {}
         for inst in self._instances.values():
             if inst.ratio is not None:
@@ -478,17 +498,18 @@ class LoadTracker:
                 ratio = fallback
             inst.view.capacity_tokens_per_s = inst.seed_tokens_per_s * ratio
 
-    def _fit_ratios(self) -> None:
+    def _fit_ratios(self, mix: tuple[float, float, float, float] | None = None) -> None:
         """For instances with an online fit, once a request was seen: the seed becomes C of the
         plan's coefficients on the current mix and ratio = C(fit) / seed, so that C = C(fit)
         (`inst.estimate`); an instance that has not reported steps yet gets no ratio and borrows
         its deployment's measured speed ratio (see above)."""
         from hetserve.model.online_fit import saturated_capacity_tokens_per_s
 
-        if self.mean_prompt_tokens is None:
-            return  # no request seen: the plan's prediction is the best view of the mix
-        l_in, l_out = self.mean_prompt_tokens, self.mix_output_tokens
-        cv_in, cv_out = self.mix_cv
+        if mix is None:
+            if self.mean_prompt_tokens is None:
+                return  # no request seen: the plan's prediction is the best view of the mix
+            mix = (self.mean_prompt_tokens, self.mix_output_tokens, *self.mix_cv)
+        l_in, l_out, cv_in, cv_out = mix
         for inst in self._instances.values():
             if inst.fit is None:
                 continue

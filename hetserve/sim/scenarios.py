@@ -82,6 +82,7 @@ class RecordingTracker(LoadTracker):
 
     def reconcile(self, instance_id: str, stats: InstanceStats, now_s: float) -> None:
         super().reconcile(instance_id, stats, now_s)
+        self._fresh()  # C as of this report (the tracker otherwise recomputes it when read)
         c = self._get(instance_id).view.capacity_tokens_per_s
         self.capacity_log.setdefault(instance_id, []).append((now_s, c))
         self.output_log.append((now_s, self.mean_output_tokens))
