@@ -604,7 +604,8 @@ def _sim_section(sims: list[dict], rows: list[dict]) -> str:
     L.append(
         f"Offered load relative to the **class-aware bound** (validated, oracle classes): {SATURATION}x and {MODERATE}x. "
         f"The trace (lengths shuffled over its arrival times, as in benchmarks/scheduling.md) is replayed back to back "
-        f"until its span is >= {MIN_SPAN_S:.0f} virtual s (scaled down from scheduling.md's 1800 s to fit the machine); "
+        "until its span is at least the `span` column's virtual seconds (scheduling.md uses 1800 s; shorter where a "
+        "pair's runs would not fit the machine: `--min-span-s`); "
         "window = arrivals from 25% of the span to the last. Simulated: every pair whose headroom reaches 3% on either "
         "mix-average measurement (targets required where both do). `large` (2,240 instances) runs on 1/20 of its "
         "plan: every deployment's instance count divided by 20 (all are multiples of 20: 112 instances in the "
@@ -622,15 +623,15 @@ def _sim_section(sims: list[dict], rows: list[dict]) -> str:
         "hetero's pick while it has a free batch slot, and behind the queue the class pull (`pick_queued`). "
         "Best baseline: `pow2` (Ray Serve's default; within 0.2% of hetero at saturation in "
         "benchmarks/scheduling.md). `skew`: max/min over the router's classes of (requests started in the window "
-        "/ arrived in it); 1.0 = the served mix is the workload's. At this short span every policy reads a few "
+        "/ arrived in it); 1.0 = the served mix is the workload's. At a 300 s span every policy reads a few "
         "per cent low against the bounds (benchmarks/scheduling.md, at 1800 s, has hetero at 0.994 of the "
         "mix-average bound on paper-mixed / code): compare the policies with each other, in the same stream.\n"
     )
     L.append(
-        "| cluster | workload | variant | policy | /class-aware @1.3 | /mix-average @1.3 | /routable bound @1.3 | "
+        "| cluster | workload | span | variant | policy | /class-aware @1.3 | /mix-average @1.3 | /routable bound @1.3 | "
         "skew @1.3 | overflows / pulled @1.3 | p99 TTFT @0.7 | p50 TTFT @0.7 | targets |"
     )
-    L.append("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    L.append("|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     heads = {(r["cluster"], r["workload"]): _headroom(r) for r in rows}
     for s in sims:
         by = {(r.get("variant", "routable, early"), r["policy"], r["load"]): r for r in s["runs"]}
@@ -651,7 +652,7 @@ def _sim_section(sims: list[dict], rows: list[dict]) -> str:
                 if sat["overflows"] is not None:
                     moved = f"{sat['overflows']} / {sat.get('pulled') or 0}"
                 L.append(
-                    f"| {s['cluster']} | {s['workload']} | {variant} | {name} | "
+                    f"| {s['cluster']} | {s['workload']} | {sat['span_s']:,.0f} s | {variant} | {name} | "
                     f"**{sat['of_class_bound']:.3f}** | {sat['of_mix_bound']:.3f} | "
                     f"{sat['of_routable_bound']:.3f} | {sat['mix_skew']:.2f} | {moved} | "
                     f"{mod['ttft_p99_s']:.2f} s | {mod['ttft_p50_s']:.2f} s | {target} |"
