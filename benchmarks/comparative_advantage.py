@@ -423,8 +423,8 @@ def _joint_section(joint: list[dict]) -> str:
         "own objective (every instance priced on the workload means; a different workload for the traces). "
         "`brute force`: every split of every pool's nodes over its options, each priced by the class LP (where "
         "that is under 400 combinations; `tests/planner/test_planner_joint.py` checks 5 random small clusters "
-        "node by node). Times on this shared machine (load average ~40 on 2 cores during the run): "
-        "the whole `joint_plan` with its runners-up (one MILP per alternative).\n"
+        "node by node). Times on this 2-core machine: the MILP alone, and the whole `joint_plan` with its "
+        "runners-up (one MILP per alternative).\n"
     )
     L.append(
         "| cluster | workload | configs x classes | joint tok/s | exhaustive, routed | gain | exhaustive, mean | "
@@ -689,10 +689,10 @@ def _live_section(live: list[dict], rows: list[dict]) -> str:
         "`hetserve bench --load`'s: fractions of the **mix-average** fluid bound of the window's requests; "
         "`/class-aware` divides by that bound times (1 + the pair's validated headroom from the tables above). "
         "Each request asks for its trace output length (max_tokens), so the router's classes are the oracle "
-        "ones here. **Machine caveat**: emulated engines, Serve, the router and the replayer share 2 CPUs with "
-        "other agents' jobs (load average ~40 during these runs): engines step late and the router forwards "
-        "late, so live figures sit below the simulator's and vary run to run by more than the policies differ; "
-        "compare within one run only.\n"
+        "ones here. **Machine caveat**: emulated engines, Serve, the router and the replayer share this machine's 2 "
+        "CPUs (nothing else ran): engines step late when the CPUs are short, and a run's window is short (the "
+        "whole invocation must fit the session), so the batches of the slow types are still filling during "
+        "part of it; compare within one run only.\n"
     )
     for doc in live:
         head = heads.get((doc["cluster"], doc["pair_workload"]), 0.0)
