@@ -843,9 +843,6 @@ def main() -> int:
     else:
         joint = run_joint(rows) if args.joint else []
     command = "python benchmarks/comparative_advantage.py " + shlex.join(sys.argv[1:])
-    if args.json:
-        out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s, "joint": joint}
-        Path(args.json).write_text(json.dumps(out, indent=1, default=float))
     live = []
     for spec in args.live.split(",") if args.live else []:
         label, _, rest = spec.partition("=")
@@ -853,6 +850,9 @@ def main() -> int:
         doc = json.loads(Path(f).read_text())
         doc.update(label=label, pair_workload=pair_workload, command=Path(f + ".cmd").read_text().strip())
         live.append(doc)
+    if args.json:
+        out = {"bounds": rows, "bounds_wall_s": bounds_s, "sims": sims, "sim_wall_s": sim_s, "joint": joint, "live": live}
+        Path(args.json).write_text(json.dumps(out, indent=1, default=float))
     notes = Path(args.notes).read_text() if args.notes else ""
     write_md(Path(args.out), rows, command, bounds_s, sims, sim_s, joint, live, notes)
     log(f"wrote {args.out}")
