@@ -372,9 +372,8 @@ class LoadTracker:
 
         if inst.fit is not None:
             inst.fit.update(stats.steps)
-            if self.mean_prompt_tokens is not None:
-                self._stale_mix = (self.mean_prompt_tokens, self.mix_output_tokens, *self.mix_cv)
-            else:
+            self._stale_mix = self._mix()
+            if self._stale_mix is None:
                 self._refresh_capacities()  # no request seen yet: nothing to price, cheap
         elif self.learn_capacity:  # no coefficients: the saturated-stretch rule
             self._update_capacity(inst, stats, now_s, prev_s)
@@ -482,7 +481,7 @@ class LoadTracker:
         was priced for, so output tokens/s differ everywhere), and C's that mix learned and seeded
         units would misroute toward the instances not yet measured."""
         self._stale_mix = None
-        self._fit_ratios(mix)
+        self._fit_ratios(mix or self._mix())
         by_dep: dict[str, list[float]] = {}
         for inst in self._instances.values():
             if inst.ratio is not None:
@@ -498,7 +497,14 @@ class LoadTracker:
                 ratio = fallback
             inst.view.capacity_tokens_per_s = inst.seed_tokens_per_s * ratio
 
-    def _fit_ratios(self, mix: tuple[float, float, float, float] | None = None) -> None:
+    def _mix(self) -> tuple[float, float, float, float] | None:
+        """The mix C is priced on: mean prompt and output lengths and their CVs (None before any
+        request was seen)."""
+        if self.mean_prompt_tokens is None:
+            return None
+        return (self.mean_prompt_tokens, self.mix_output_tokens, *self.mix_cv)
+
+    def _fit_ratios(self, mix: tuple[float, float, float, float] | None) -> None:
         """For instances with an online fit, once a request was seen: the seed becomes C of the
         plan's coefficients on the current mix and ratio = C(fit) / seed, so that C = C(fit)
         (`inst.estimate`); an instance that has not reported steps yet gets no ratio and borrows
@@ -506,9 +512,7 @@ class LoadTracker:
         from hetserve.model.online_fit import saturated_capacity_tokens_per_s
 
         if mix is None:
-            if self.mean_prompt_tokens is None:
-                return  # no request seen: the plan's prediction is the best view of the mix
-            mix = (self.mean_prompt_tokens, self.mix_output_tokens, *self.mix_cv)
+            return  # no request seen: the plan's prediction is the best view of the mix
         l_in, l_out, cv_in, cv_out = mix
         for inst in self._instances.values():
             if inst.fit is None:
